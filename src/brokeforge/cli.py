@@ -1,0 +1,344 @@
+"""The `brokeforge` command: a thin shell over servers, packages and lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+logger = logging.getLogger("brokeforge.cli")
+
+KIND_NAMES = ("redis", "mariadb", "mysql")
+WAIT_POLL_SECONDS = 0.5
+NO_WORKER_HINT_SECONDS = 15
+
+
+class CommandError(Exception):
+    """A failure to report on stderr with a non-zero exit, without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brokeforge.settings")
+    try:
+        result: int = args.handler(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brokeforge",
+        description="A self-hosted server control panel.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the web app and workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=_positive_int, default=2)
+    serve.set_defaults(handler=_lazy("brokeforge.supervisor", "serve"))
+
+    web = commands.add_parser("web", help=argparse.SUPPRESS)
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
+    web.set_defaults(handler=_lazy("brokeforge.supervisor", "web"))
+
+    worker = commands.add_parser("worker", help="run one worker process")
+    worker.set_defaults(handler=_lazy("brokeforge.supervisor", "worker"))
+
+    createuser = commands.add_parser("createuser", help="create an account")
+    createuser.add_argument("username")
+    createuser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of prompting",
+    )
+    createuser.set_defaults(handler=_cmd_createuser)
+
+    server = commands.add_parser("server", help="add, list and check servers")
+    server_commands = server.add_subparsers(dest="server_command", required=True)
+    add = server_commands.add_parser("add", help="register a server")
+    add.add_argument("name")
+    add.add_argument("--host", required=True)
+    add.add_argument("--port", type=int, default=22)
+    add.add_argument("--user", default="root")
+    add.add_argument(
+        "--key",
+        metavar="FILE",
+        help="an existing private key file (default: generate an ed25519 key)",
+    )
+    add.set_defaults(handler=_cmd_server_add)
+    check = server_commands.add_parser(
+        "check", help="connect, pin the host key and print its fingerprint"
+    )
+    check.add_argument("name")
+    check.set_defaults(handler=_cmd_server_check)
+    listing = server_commands.add_parser("list", help="list servers")
+    listing.set_defaults(handler=_cmd_server_list)
+
+    for action in ("install", "update", "remove", "retry"):
+        sub = commands.add_parser(action, help=f"{action} a package on a server")
+        sub.add_argument("kind", choices=KIND_NAMES)
+        sub.add_argument("--server", required=True, metavar="NAME")
+        sub.add_argument(
+            "--wait",
+            action="store_true",
+            help="follow the operation to its end; exit 1 if it failed",
+        )
+        if action == "remove":
+            data = sub.add_mutually_exclusive_group(required=True)
+            data.add_argument(
+                "--keep-data",
+                dest="data",
+                action="store_const",
+                const="keep",
+                help="move the data to /var/backups/brokeforge before purging",
+            )
+            data.add_argument(
+                "--delete-data",
+                dest="data",
+                action="store_const",
+                const="delete",
+                help="delete the data with the package",
+            )
+        sub.set_defaults(handler=_cmd_action, action=action)
+
+    status = commands.add_parser("status", help="every record and its status")
+    status.add_argument("--server", metavar="NAME")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)
+
+    log = commands.add_parser("log", help="print an operation's output")
+    log.add_argument("operation_id", type=int)
+    log.set_defaults(handler=_cmd_log)
+    return parser
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from importlib import import_module
+
+        result: int = getattr(import_module(module), name)(args)
+        return result
+
+    return handler
+
+
+def _setup() -> None:
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def _get_server(name: str) -> Any:
+    from brokeforge.servers.models import Server
+
+    try:
+        return Server.objects.get(name=name)
+    except Server.DoesNotExist:
+        raise CommandError(
+            f"no server named {name!r} (see: brokeforge server list)"
+        ) from None
+
+
+def _cmd_createuser(args: argparse.Namespace) -> int:
+    _setup()
+    from django.contrib.auth import get_user_model, password_validation
+    from django.core.exceptions import ValidationError
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Password (again): "):
+            raise CommandError("the passwords differ")
+    users = get_user_model()
+    if users.objects.filter(username=args.username).exists():
+        raise CommandError(f"an account named {args.username!r} exists already")
+    try:
+        password_validation.validate_password(password)
+    except ValidationError as exc:
+        raise CommandError(" ".join(exc.messages)) from None
+    users.objects.create_superuser(username=args.username, password=password)
+    print(f"created account {args.username}")
+    return 0
+
+
+def _cmd_server_add(args: argparse.Namespace) -> int:
+    _setup()
+    from django.core.exceptions import ValidationError
+
+    from brokeforge.servers.service import add_server
+
+    key_text = None
+    if args.key:
+        try:
+            with open(args.key) as f:
+                key_text = f.read()
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.key}: {exc.strerror}") from None
+    try:
+        server = add_server(
+            args.name, args.host, port=args.port, user=args.user, private_key=key_text
+        )
+    except ValidationError as exc:
+        raise CommandError(_validation_text(exc)) from None
+    print(f"added server {server.name} ({server.user}@{server.address})")
+    if key_text is None:
+        print(f"Add this line to ~{server.user}/.ssh/authorized_keys on the server:")
+    else:
+        print("Its public key:")
+    print(server.public_key)
+    print(f"Then run: brokeforge server check {server.name}")
+    return 0
+
+
+def _cmd_server_check(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.lifecycle.errors import OperationFailure
+    from brokeforge.servers.service import check_server
+
+    server = _get_server(args.name)
+    try:
+        fingerprint = check_server(server)
+    except OperationFailure as exc:
+        raise CommandError(exc.message) from None
+    print(f"connected to {server.name} ({server.address}); host key {fingerprint}")
+    return 0
+
+
+def _cmd_server_list(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.servers.models import Server
+
+    for server in Server.objects.all():
+        pinned = server.host_key_fingerprint or "host key not pinned yet"
+        print(f"{server.name}\t{server.user}@{server.address}\t{pinned}")
+    return 0
+
+
+def _cmd_action(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.lifecycle.errors import ActionRefused
+    from brokeforge.packages.service import request_action
+
+    server = _get_server(args.server)
+    params = {"data": args.data} if args.action == "remove" else None
+    try:
+        operation = request_action(server, args.kind, args.action, params=params)
+    except ActionRefused as exc:
+        raise CommandError(str(exc)) from None
+    print(
+        f"operation {operation.pk}: {operation.action} {operation.record_label} "
+        f"(attempt {operation.attempt}) queued"
+    )
+    if not args.wait:
+        return 0
+    return _follow(operation.pk)
+
+
+def _follow(operation_id: int) -> int:
+    """Print an operation's output as it grows; exit status says how it ended."""
+    from brokeforge.lifecycle.models import Operation, OperationState
+
+    printed = 0
+    started = time.monotonic()
+    hinted = False
+    while True:
+        operation = Operation.objects.get(pk=operation_id)
+        if len(operation.output) > printed:
+            sys.stdout.write(operation.output[printed:])
+            sys.stdout.flush()
+            printed = len(operation.output)
+        if operation.is_finished:
+            break
+        waited = time.monotonic() - started
+        if (
+            operation.state == OperationState.QUEUED
+            and waited > NO_WORKER_HINT_SECONDS
+            and not hinted
+        ):
+            print(
+                "still queued: is a worker running? "
+                "(brokeforge serve, or brokeforge worker)",
+                file=sys.stderr,
+            )
+            hinted = True
+        time.sleep(WAIT_POLL_SECONDS)
+    print(f"operation {operation.pk} {operation.state}")
+    if operation.state != OperationState.SUCCEEDED:
+        print(f"error: {operation.error_message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.packages.models import Database
+
+    records = Database.objects.select_related("server").order_by("server__name", "kind")
+    if args.server:
+        records = records.filter(server=_get_server(args.server))
+    rows = [
+        {
+            "server": r.server.name,
+            "kind": r.kind,
+            "status": r.status,
+            "version": r.version,
+            "error": r.error_message,
+        }
+        for r in records
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no records yet (try: brokeforge install redis --server NAME)")
+    for row in rows:
+        line = f"{row['server']}\t{row['kind']}\t{row['status']}"
+        if row["error"]:
+            line += f"\t{row['error'].splitlines()[0]}"
+        print(line)
+    return 0
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.lifecycle.models import Operation
+
+    operation = Operation.objects.filter(pk=args.operation_id).first()
+    if operation is None:
+        raise CommandError(f"no operation {args.operation_id}")
+    sys.stdout.write(operation.output)
+    print(f"\noperation {operation.pk} {operation.state} {operation.error_message}")
+    return 0
+
+
+def _validation_text(exc: Any) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(
+            f"{field}: {' '.join(messages)}"
+            for field, messages in exc.message_dict.items()
+        )
+    return " ".join(exc.messages)

@@ -1,0 +1,27 @@
+"""Failures an operation can end with, each with its own wording.
+
+An `OperationFailure` is expected: its message is what the person reads on
+the failed record. Any other exception is a crash; the runner still fails
+the record, naming the exception type.
+"""
+
+from __future__ import annotations
+
+
+class OperationFailure(Exception):
+    """A failure whose message a person can act on."""
+
+    #: A stable name of the failure class, stored with the operation.
+    reason_class = "failed"
+
+    def __init__(self, message: str, *, output_tail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.output_tail = output_tail
+
+
+class ActionRefused(Exception):
+    """A request that the record's current state does not allow.
+
+    Raised before anything changes; the message says why and what is allowed.
+    """

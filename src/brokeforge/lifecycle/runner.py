@@ -1,0 +1,223 @@
+"""The runner: executes one operation as a `django.tasks` task.
+
+It claims the operation, runs the package kind's scripts over SSH while
+streaming their output into the ledger, verifies the result on the host and
+ends the operation. Whatever goes wrong (an expected `OperationFailure` or a
+crash) ends the operation `failed` with a readable reason; the write of that
+result is retried while the database is briefly unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
+from django.utils import timezone
+from django_tasks import task
+
+from brokeforge.lifecycle import machine
+from brokeforge.lifecycle.errors import OperationFailure
+from brokeforge.lifecycle.models import Action, Operation, OperationState
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_OUTPUT_CHARS = 256 * 1024
+FLUSH_INTERVAL = 1.0
+HEARTBEAT_INTERVAL = 5.0
+FACTS_TIMEOUT = 30
+VERIFY_TIMEOUT = 90
+# Backoff for writing a result while the database is away: about 30 s in all.
+DB_RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8, 15)
+
+
+@cache
+def worker_id() -> str:
+    """This process start's identity: a fresh id every start, never reused."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@task()
+def run_operation(operation_id: int) -> None:
+    OperationRunner(operation_id, worker_id()).run()
+
+
+def durably(write: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Run a database write, retrying on a fresh connection while it fails.
+
+    Returns None when the database stayed away for every attempt; the
+    operation's lease then lapses and the reaper ends it later.
+    """
+    for delay in (*DB_RETRY_DELAYS, None):
+        try:
+            return write(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning(
+                "database write failed (%s); %s",
+                exc,
+                f"retrying in {delay} s" if delay else "giving up",
+                extra={"action": "db_write_retry"},
+            )
+            connections.close_all()
+            if delay is None:
+                return None
+            time.sleep(delay)
+    return None
+
+
+class OperationRunner:
+    def __init__(self, operation_id: int, worker: str) -> None:
+        self.operation_id = operation_id
+        self.worker = worker
+        self.output: list[str] = []
+        self.output_chars = 0
+        self.trimmed = False
+        self._last_flush = 0.0
+        # Database work from inside the event loop goes to one thread, so
+        # the loop never blocks on it and its connection is closed at the end.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bf-db")
+
+    def run(self) -> None:
+        operation = durably(machine.claim, self.operation_id, self.worker)
+        if operation is None:
+            return
+        try:
+            asyncio.run(self._execute(operation))
+        except OperationFailure as exc:
+            self._log(f"\n== failed: {exc.message}\n")
+            self._end(machine.fail, operation, exc.message, exc.reason_class)
+        except Exception as exc:
+            logger.exception(
+                "operation %s crashed",
+                operation.pk,
+                extra={"action": "operation_crashed", "operation_id": operation.pk},
+            )
+            message = f"BrokeForge crashed: {type(exc).__name__}: {exc}"
+            self._log(f"\n== failed: {message}\n")
+            self._end(machine.fail, operation, message, "crashed")
+        else:
+            self._log("\n== succeeded\n")
+            self._end(machine.succeed, operation)
+        finally:
+            self._db.submit(connections.close_all).result()
+            self._db.shutdown()
+
+    def _end(self, finish: Callable[..., bool], operation: Operation, *args: Any) -> None:
+        durably(self._flush)
+        durably(finish, operation, *args, worker_id=self.worker)
+
+    async def _execute(self, operation: Operation) -> None:
+        from brokeforge.packages.base import FACTS_SCRIPT, HostFacts, VerificationFailed
+        from brokeforge.packages.registry import get_kind
+        from brokeforge.servers.ssh import (
+            CommandFailed,
+            CommandTimedOut,
+            SSHSession,
+        )
+
+        kind = get_kind(operation.kind)
+        action = Action(operation.action)
+        server = await self._in_db(lambda: operation.server)
+        target = server.ssh_target()
+        started = time.monotonic()
+        limit = operation.timeout_seconds
+
+        def remaining() -> float:
+            return max(limit - (time.monotonic() - started), 1.0)
+
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            self._log(f"== {action} {operation.record_label}: connecting to "
+                      f"{target.address} as {target.user}\n")
+            async with SSHSession(
+                target, connect_timeout=settings.BROKEFORGE_CONNECT_TIMEOUT
+            ) as session:
+                if not target.pinned_host_key:
+                    await self._in_db(lambda: server.pin_host_key(session.host_key))
+                    self._log(f"== pinned host key {server.host_key_fingerprint}\n")
+                try:
+                    facts_result = await session.run(
+                        FACTS_SCRIPT, timeout=min(FACTS_TIMEOUT, remaining())
+                    )
+                    facts = HostFacts.parse(facts_result.output)
+                    self._log(f"== host: {facts.pretty_name}\n")
+                    script = kind.script(action, facts, operation.params)
+                    result = await session.run(
+                        script, timeout=remaining(), on_output=self._on_output
+                    )
+                    if result.exit_status != 0:
+                        raise CommandFailed(
+                            _summarize(result.stderr_tail, result.output)
+                            + f" (exit status {result.exit_status})"
+                        )
+                    self._log("== verifying on the host\n")
+                    verify = await session.run(
+                        kind.verify_script(action, facts),
+                        timeout=min(VERIFY_TIMEOUT, remaining()),
+                        on_output=self._on_output,
+                    )
+                except CommandTimedOut as exc:
+                    raise CommandTimedOut(
+                        f"timed out after {limit} s", output_tail=exc.output_tail
+                    ) from None
+                if verify.exit_status != 0:
+                    raise VerificationFailed(
+                        f"{action} ran, but the check on the host failed: "
+                        + _summarize(verify.stderr_tail, verify.output)
+                    )
+                await self._in_db(lambda: kind.after_verify(operation, verify.output))
+        finally:
+            heartbeat.cancel()
+
+    async def _in_db(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, work)
+
+    async def _on_output(self, text: str) -> None:
+        self._log(text)
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            await self._in_db(self._flush)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await self._in_db(self._flush)
+
+    def _log(self, text: str) -> None:
+        self.output.append(text)
+        self.output_chars += len(text)
+        while self.output_chars > MAX_OUTPUT_CHARS and len(self.output) > 1:
+            self.output_chars -= len(self.output.pop(0))
+            self.trimmed = True
+
+    def _flush(self) -> None:
+        """Write the output so far and the heartbeat, if this worker still holds it."""
+        self._last_flush = time.monotonic()
+        text = "".join(self.output)
+        if self.trimmed:
+            text = "[... earlier output trimmed ...]\n" + text
+        Operation.objects.filter(
+            pk=self.operation_id, state=OperationState.RUNNING, worker_id=self.worker
+        ).update(output=text, heartbeat_at=timezone.now())
+
+
+def _summarize(stderr_tail: str, output: str) -> str:
+    """The lines of a failed command a person most needs to read."""
+    lines = [line for line in stderr_tail.splitlines() if line.strip()]
+    apt_errors = [line for line in lines if line.startswith("E: ")]
+    if apt_errors:
+        return "\n".join(apt_errors[-3:])
+    if lines:
+        return "\n".join(lines[-3:])
+    tail = [line for line in output.splitlines() if line.strip()]
+    return "\n".join(tail[-3:]) or "the command failed without output"

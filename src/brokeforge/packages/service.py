@@ -1,0 +1,92 @@
+"""What the pages, the CLI and (later) the API call to act on packages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+
+from brokeforge.lifecycle import machine
+from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.models import Action, Operation, RecordStatus
+from brokeforge.packages.models import Database
+from brokeforge.packages.registry import KINDS, get_kind
+from brokeforge.servers.models import Server
+
+
+def request_action(
+    server: Server,
+    kind_name: str,
+    action: str,
+    *,
+    user: machine.User = None,
+    params: Mapping[str, Any] | None = None,
+) -> Operation:
+    """Ask for install, update, remove or retry of one kind on one server.
+
+    Raises `ActionRefused`, having changed nothing, when the kind or action
+    is unknown, the options are wrong, or the record's status forbids it.
+    """
+    kind = get_kind(kind_name)
+    if action == "retry":
+        return retry(server, kind_name, user=user)
+    try:
+        act = Action(action)
+    except ValueError:
+        raise ActionRefused(
+            f"unknown action {action!r}: choose install, update, remove or retry"
+        ) from None
+    clean = kind.clean_params(act, params or {})
+    with transaction.atomic():
+        record = Database.objects.filter(server=server, kind=kind.name).first()
+        if act == Action.INSTALL and record is None:
+            _refuse_conflicts(server, kind_name)
+            record = Database.objects.create(
+                server=server,
+                kind=kind.name,
+                status=RecordStatus.PENDING,
+                last_action=Action.INSTALL,
+            )
+            return machine.request(
+                record,
+                act,
+                user=user,
+                params=clean,
+                timeout_seconds=kind.timeout(act),
+                new_record=True,
+            )
+        if record is None:
+            raise ActionRefused(
+                f"{kind.label} is not installed on {server.name}, "
+                f"so there is nothing to {act}"
+            )
+        return machine.request(
+            record, act, user=user, params=clean, timeout_seconds=kind.timeout(act)
+        )
+
+
+def retry(server: Server, kind_name: str, *, user: machine.User = None) -> Operation:
+    kind = get_kind(kind_name)
+    record = Database.objects.filter(server=server, kind=kind.name).first()
+    if record is None:
+        raise ActionRefused(f"{kind.label} is not on {server.name}: nothing to retry")
+    return machine.retry(
+        record, user=user, timeout_seconds=kind.timeout(Action(record.last_action))
+    )
+
+
+def records_by_kind(server: Server) -> list[tuple[str, Database | None]]:
+    """Every known kind with the server's record of it (or None)."""
+    records = {r.kind: r for r in Database.objects.filter(server=server)}
+    return [(name, records.get(name)) for name in KINDS]
+
+
+def _refuse_conflicts(server: Server, kind_name: str) -> None:
+    kind = get_kind(kind_name)
+    clash = Database.objects.filter(server=server, kind__in=kind.conflicts).first()
+    if clash is not None:
+        raise ActionRefused(
+            f"{kind.label} cannot be installed next to {clash.label()}: "
+            f"remove {get_kind(clash.kind).label} first"
+        )

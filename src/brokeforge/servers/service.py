@@ -1,0 +1,63 @@
+"""Adding servers and checking connections: shared by the pages and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from brokeforge.servers.keys import generate_key_pair, import_private_key
+from brokeforge.servers.models import Server
+from brokeforge.servers.ssh import SSHSession
+
+
+def add_server(
+    name: str,
+    host: str,
+    *,
+    port: int = 22,
+    user: str = "root",
+    private_key: str | None = None,
+) -> Server:
+    """Create a server with the given private key, or a freshly generated one.
+
+    Raises `ValidationError` (nothing saved) for a bad name, host, port, user
+    or key. The public key to authorize is `server.public_key`.
+    """
+    server = Server(name=name, host=host, port=port, user=user)
+    if private_key is None:
+        private, public = generate_key_pair()
+    else:
+        try:
+            private, public = import_private_key(private_key)
+        except ValueError as exc:
+            raise ValidationError({"private_key": str(exc)}) from None
+    server.set_private_key(private, public)
+    server.full_clean()
+    server.save()
+    return server
+
+
+def check_server(server: Server) -> str:
+    """Connect, pin the host key if none is pinned, and return its fingerprint.
+
+    Raises the executor's `OperationFailure` subclasses with their reasons
+    (connection refused, authentication refused, host key changed, ...).
+    """
+    target = server.ssh_target()
+
+    async def connect() -> str:
+        async with SSHSession(
+            target, connect_timeout=settings.BROKEFORGE_CONNECT_TIMEOUT
+        ) as session:
+            result = await session.run("true", timeout=30)
+            if result.exit_status != 0:
+                raise_for = result.stderr_tail or "running 'true' failed"
+                raise ValidationError(raise_for)
+            return session.host_key
+
+    host_key = asyncio.run(connect())
+    if not server.host_key:
+        server.pin_host_key(host_key)
+    return server.host_key_fingerprint

@@ -1,0 +1,283 @@
+"""The SSH executor: run one script on a server, bounded in time.
+
+Each script runs as `bash -c` under the remote `timeout` command. `timeout`
+makes itself a process group leader, so the script and everything it starts
+share one process group; the script's first line reports that group's id.
+When the local deadline passes, a second channel kills the whole group, and
+the remote `timeout` (set a few seconds later) is the backstop for a session
+that can no longer be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import asyncssh
+
+from brokeforge.lifecycle.errors import OperationFailure
+from brokeforge.servers.keys import fingerprint
+
+logger = logging.getLogger(__name__)
+
+PGID_MARKER = "__brokeforge_pgid="
+# The remote `timeout` fires this long after the local deadline, so the local
+# side, which can kill the group and report, normally acts first.
+REMOTE_TIMEOUT_SLACK = 3
+KILL_TIMEOUT = 5.0
+STDERR_TAIL_LINES = 12
+
+# Runs before every script: report the process group, then make every stage
+# of the script (and of each pipeline in it) fail the whole script.
+PRELUDE = f"""\
+read -r _ _ _ _ __bf_pgid _ < /proc/$$/stat && printf '{PGID_MARKER}%s\\n' \
+"$__bf_pgid" >&2
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+"""
+
+OutputCallback = Callable[[str], Awaitable[None]]
+
+
+class ConnectFailed(OperationFailure):
+    reason_class = "connect_failed"
+
+
+class AuthenticationRefused(OperationFailure):
+    reason_class = "auth_refused"
+
+
+class HostKeyChanged(OperationFailure):
+    reason_class = "host_key_changed"
+
+
+class ConnectionLost(OperationFailure):
+    reason_class = "connection_lost"
+
+
+class CommandFailed(OperationFailure):
+    reason_class = "command_failed"
+
+
+class CommandTimedOut(OperationFailure):
+    reason_class = "timed_out"
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Everything needed to reach one server, free of the database."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    private_key: str
+    pinned_host_key: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    output: str
+    stderr_tail: str
+
+
+class SSHSession:
+    """One SSH connection to a server, used for the commands of an operation."""
+
+    def __init__(
+        self,
+        target: SSHTarget,
+        *,
+        connect_timeout: float = 15.0,
+        keepalive_interval: float = 15.0,
+        keepalive_count_max: int = 3,
+    ) -> None:
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self.host_key = ""
+
+    async def __aenter__(self) -> SSHSession:
+        self._conn = await self._connect()
+        key = self._conn.get_server_host_key()
+        assert key is not None
+        self.host_key = key.export_public_key("openssh").decode().strip()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._conn is not None:
+            self._conn.abort() if exc else self._conn.close()
+            self._conn = None
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        t = self.target
+        key = asyncssh.import_private_key(t.private_key)
+        known_hosts = None
+        if t.pinned_host_key:
+            known_hosts = ([asyncssh.import_public_key(t.pinned_host_key)], [], [])
+        try:
+            return await asyncssh.connect(
+                t.host,
+                t.port,
+                username=t.user,
+                client_keys=[key],
+                known_hosts=known_hosts,
+                agent_path=None,
+                config=None,
+                preferred_auth="publickey",
+                connect_timeout=self.connect_timeout,
+                keepalive_interval=self.keepalive_interval,
+                keepalive_count_max=self.keepalive_count_max,
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            raise HostKeyChanged(await self._host_key_changed_message()) from None
+        except asyncssh.PermissionDenied:
+            raise AuthenticationRefused(
+                f"authentication refused by {t.address} for user {t.user}: "
+                "is BrokeForge's public key in that user's authorized_keys?"
+            ) from None
+        except (TimeoutError, asyncio.TimeoutError):
+            raise ConnectFailed(
+                f"could not connect to {t.address}: "
+                f"no answer within {self.connect_timeout:g} s"
+            ) from None
+        except ConnectionRefusedError:
+            raise ConnectFailed(
+                f"could not connect to {t.address}: connection refused"
+            ) from None
+        except socket.gaierror as exc:
+            raise ConnectFailed(
+                f"could not connect to {t.address}: cannot resolve {t.host} "
+                f"({exc.strerror})"
+            ) from None
+        except OSError as exc:
+            raise ConnectFailed(
+                f"could not connect to {t.address}: {exc.strerror or exc}"
+            ) from None
+        except asyncssh.Error as exc:
+            raise ConnectFailed(
+                f"could not connect to {t.address}: {exc.reason}"
+            ) from None
+
+    async def _host_key_changed_message(self) -> str:
+        t = self.target
+        expected = fingerprint(t.pinned_host_key)
+        try:
+            presented_key = await asyncio.wait_for(
+                asyncssh.get_server_host_key(t.host, t.port), self.connect_timeout
+            )
+            presented = (
+                presented_key.get_fingerprint("sha256") if presented_key else "?"
+            )
+        except (OSError, asyncssh.Error, TimeoutError):
+            presented = "an unknown key"
+        return (
+            f"host key changed: {t.address} presented {presented}, but "
+            f"{expected} is pinned for {t.name}; nothing was run. If the server "
+            "was reinstalled, check its key and pin it again."
+        )
+
+    async def run(
+        self,
+        script: str,
+        *,
+        timeout: float,
+        on_output: OutputCallback | None = None,
+    ) -> CommandResult:
+        """Run `script` under bash and return its result.
+
+        Raises `CommandTimedOut` once `timeout` seconds have passed (after
+        killing the remote process group) and `ConnectionLost` when the
+        session dies. A non-zero exit status is returned, not raised.
+        """
+        assert self._conn is not None, "use SSHSession as an async context manager"
+        remote_limit = int(timeout) + REMOTE_TIMEOUT_SLACK
+        command = (
+            f"exec timeout -k 5 {remote_limit} bash -c {shlex.quote(PRELUDE + script)}"
+        )
+        output: list[str] = []
+        stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        pgid: list[int] = []
+
+        async def pump(stream: asyncssh.SSHReader[str], is_stderr: bool) -> None:
+            async for line in stream:
+                if is_stderr and line.startswith(PGID_MARKER):
+                    pgid.append(int(line[len(PGID_MARKER) :].strip()))
+                    continue
+                output.append(line)
+                if is_stderr and line.strip():
+                    stderr_tail.append(line.rstrip("\n"))
+                if on_output is not None:
+                    await on_output(line)
+
+        try:
+            process = await self._conn.create_process(
+                command, encoding="utf-8", errors="replace"
+            )
+            process.stdin.write_eof()
+            readers = asyncio.gather(
+                pump(process.stdout, False), pump(process.stderr, True)
+            )
+            try:
+                await asyncio.wait_for(readers, timeout)
+                completed = await asyncio.wait_for(process.wait(), KILL_TIMEOUT)
+            except (TimeoutError, asyncio.TimeoutError):
+                await self._kill_group(pgid[0] if pgid else None)
+                process.close()
+                raise CommandTimedOut(
+                    f"timed out after {timeout:g} s",
+                    output_tail="".join(output[-STDERR_TAIL_LINES:]),
+                ) from None
+        except (asyncssh.DisconnectError, asyncssh.ChannelOpenError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            raise ConnectionLost(
+                f"lost SSH connection to {self.target.name} "
+                f"({self.target.address}): {reason}",
+                output_tail="".join(output[-STDERR_TAIL_LINES:]),
+            ) from None
+
+        status = completed.exit_status
+        if status is None or status < 0:
+            signal_name = (completed.exit_signal or ("unknown",))[0]
+            status = 128
+            stderr_tail.append(f"remote command killed by signal {signal_name}")
+        return CommandResult(
+            exit_status=status,
+            output="".join(output),
+            stderr_tail="\n".join(stderr_tail),
+        )
+
+    async def _kill_group(self, pgid: int | None) -> None:
+        """Kill the remote process group; bounded, best effort."""
+        if pgid is None or self._conn is None:
+            return
+        kill = f"kill -TERM -- -{pgid} 2>/dev/null; sleep 1; kill -KILL -- -{pgid}"
+        try:
+            await asyncio.wait_for(
+                self._conn.run(kill, check=False), KILL_TIMEOUT
+            )
+        except (TimeoutError, asyncio.TimeoutError, asyncssh.Error, OSError):
+            logger.warning(
+                "could not kill remote process group %s on %s",
+                pgid,
+                self.target.name,
+                extra={"action": "remote_kill_failed", "server": self.target.name},
+            )

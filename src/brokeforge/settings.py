@@ -1,0 +1,142 @@
+"""Django settings, configured by environment variables (see the README)."""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+from brokeforge.home import ensure_home, read_secret
+
+HOME = ensure_home()
+
+SECRET_KEY = os.environ.get("BROKEFORGE_SECRET_KEY") or read_secret("secret_key")
+DEBUG = os.environ.get("BROKEFORGE_DEBUG", "") == "1"
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("BROKEFORGE_ALLOWED_HOSTS", "*").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip()
+    for o in os.environ.get("BROKEFORGE_CSRF_TRUSTED_ORIGINS", "").split(",")
+    if o.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_tasks",
+    "django_tasks_db",
+    "django_htmx",
+    "brokeforge.servers",
+    "brokeforge.lifecycle",
+    "brokeforge.packages",
+    "brokeforge.web",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "brokeforge.web.middleware.FirstRunMiddleware",
+]
+
+ROOT_URLCONF = "brokeforge.urls"
+ASGI_APPLICATION = "brokeforge.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_SQLITE_OPTIONS = {
+    # WAL lets the web process read while a worker writes; IMMEDIATE takes
+    # the write lock at BEGIN, so two writers queue on the busy timeout
+    # instead of failing a lock upgrade half-way through a transaction.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+
+_database_url = os.environ.get("BROKEFORGE_DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(HOME / "brokeforge.sqlite3"),
+            "OPTIONS": _SQLITE_OPTIONS,
+            "TEST": {"NAME": str(HOME / "test.sqlite3")},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default"],
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "server-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+
+# How long apt waits for a dpkg lock held by another process before it gives
+# up with its own message (seconds).
+BROKEFORGE_APT_LOCK_TIMEOUT = int(os.environ.get("BROKEFORGE_APT_LOCK_TIMEOUT", "300"))
+# Seconds to wait for a TCP connection and SSH handshake to a server.
+BROKEFORGE_CONNECT_TIMEOUT = float(os.environ.get("BROKEFORGE_CONNECT_TIMEOUT", "15"))
+# Where MySQL's own apt repository lives (Debian has no mysql-server).
+BROKEFORGE_MYSQL_APT_URL = os.environ.get(
+    "BROKEFORGE_MYSQL_APT_URL", "https://repo.mysql.com"
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "loggers": {
+        "brokeforge": {
+            "handlers": ["console"],
+            "level": os.environ.get("BROKEFORGE_LOG_LEVEL", "INFO"),
+        },
+    },
+}
