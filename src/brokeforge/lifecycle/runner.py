@@ -38,6 +38,8 @@ FLUSH_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
 FACTS_TIMEOUT = 30
 VERIFY_TIMEOUT = 90
+# stderr lines that never explain a failure (apt's routine remarks).
+NOISE_PREFIXES = ("debconf: ", "dpkg-preconfigure: ", "W: ")
 # Backoff for writing a result while the database is away: about 30 s in all.
 DB_RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8, 15)
 
@@ -213,11 +215,24 @@ class OperationRunner:
 
 def _summarize(stderr_tail: str, output: str) -> str:
     """The lines of a failed command a person most needs to read."""
-    lines = [line for line in stderr_tail.splitlines() if line.strip()]
+    lines = [
+        line
+        for line in stderr_tail.splitlines()
+        if line.strip() and not line.startswith(NOISE_PREFIXES)
+    ]
     apt_errors = [line for line in lines if line.startswith("E: ")]
     if apt_errors:
-        return "\n".join(apt_errors[-3:])
+        return "\n".join([*_lock_holder(output), *apt_errors[-3:]])
     if lines:
-        return "\n".join(lines[-3:])
+        return "\n".join(lines[-2:])
     tail = [line for line in output.splitlines() if line.strip()]
     return "\n".join(tail[-3:]) or "the command failed without output"
+
+
+def _lock_holder(output: str) -> list[str]:
+    """apt's last word on who holds the lock it waited for, if it waited."""
+    waits = [line for line in output.splitlines() if "Could not get lock" in line]
+    if not waits:
+        return []
+    line = waits[-1].removeprefix("Waiting for cache lock: ").rstrip(". ")
+    return [line]

@@ -1,15 +1,27 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-
-def placeholder(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("BrokeForge")
-
+from brokeforge.web import views
 
 urlpatterns = [
-    path("", placeholder, name="server-list"),
-    path("setup/", placeholder, name="first-run"),
-    path("login/", placeholder, name="login"),
+    path("", views.server_list, name="server-list"),
+    path("setup/", views.first_run, name="first-run"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="web/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("servers/<slug:name>/", views.server_detail, name="server-detail"),
+    path("servers/<slug:name>/check/", views.server_check, name="server-check"),
+    path(
+        "servers/<slug:name>/<slug:kind>/<slug:action>/",
+        views.database_action,
+        name="database-action",
+    ),
+    path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
 ]

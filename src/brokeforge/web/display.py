@@ -1,0 +1,74 @@
+"""What the pages show, gathered from the models and the state machine."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db.models import Count
+from django.forms import BoundField
+
+from brokeforge.lifecycle.machine import allowed_actions
+from brokeforge.lifecycle.models import Operation, RecordStatus
+from brokeforge.packages.models import Database
+from brokeforge.packages.registry import KINDS
+from brokeforge.packages.service import records_by_kind
+from brokeforge.servers.models import Server
+from brokeforge.web.forms import RemoveForm
+
+#: The order buttons appear in.
+ACTION_ORDER = ("install", "update", "retry", "remove")
+
+
+@dataclass(frozen=True)
+class DatabaseRow:
+    """One kind on one server: its record (if any) and what may be asked of it."""
+
+    kind: str
+    label: str
+    record: Database | None
+    operation: Operation | None
+    actions: tuple[str, ...]
+    #: The required "what happens to the data" choice, when Remove is offered.
+    remove_choice: BoundField | None
+
+    @property
+    def status(self) -> str:
+        return self.record.status if self.record is not None else ""
+
+    @property
+    def is_busy(self) -> bool:
+        return self.record is not None and self.record.is_busy
+
+
+def database_rows(server: Server) -> list[DatabaseRow]:
+    rows = []
+    for kind_name, record in records_by_kind(server):
+        allowed = allowed_actions(record)
+        actions = tuple(a for a in ACTION_ORDER if a in allowed)
+        rows.append(
+            DatabaseRow(
+                kind=kind_name,
+                label=KINDS[kind_name].label,
+                record=record,
+                operation=record.current_operation() if record else None,
+                actions=actions,
+                remove_choice=(
+                    RemoveForm(auto_id=f"id_{kind_name}_%s")["data"]
+                    if "remove" in actions
+                    else None
+                ),
+            )
+        )
+    return rows
+
+
+def status_counts() -> dict[int, list[tuple[str, int]]]:
+    """Per server id, how many records it has in each status (non-zero only)."""
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for row in Database.objects.values("server_id", "status").annotate(n=Count("pk")):
+        counts[row["server_id"]][row["status"]] = row["n"]
+    return {
+        server_id: [(s.value, by[s.value]) for s in RecordStatus if by.get(s.value)]
+        for server_id, by in counts.items()
+    }

@@ -1,0 +1,141 @@
+"""The pages: each view parses the request, calls a service, renders or redirects."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
+from brokeforge.lifecycle.models import Operation
+from brokeforge.packages.registry import KINDS
+from brokeforge.packages.service import request_action
+from brokeforge.servers.models import Server
+from brokeforge.servers.service import add_server, check_server
+from brokeforge.web.display import ACTION_ORDER, database_rows, status_counts
+from brokeforge.web.forms import ServerForm
+
+
+@require_http_methods(["GET", "POST"])
+def first_run(request: HttpRequest) -> HttpResponse:
+    """Create the first account and sign it in; gone once any account exists."""
+    users = get_user_model()
+    if users.objects.exists():
+        return redirect("login")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            # Two people racing through setup: only the first one gets in.
+            if users.objects.exists():
+                return redirect("login")
+            user = form.save(commit=False)
+            user.is_staff = user.is_superuser = True
+            user.save()
+        login(request, user)
+        messages.success(request, f"Welcome, {user.get_username()}. Add a server.")
+        return redirect("server-list")
+    return render(request, "web/first_run.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def server_list(request: HttpRequest) -> HttpResponse:
+    form = ServerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            server = add_server(
+                data["name"],
+                data["host"],
+                port=data["port"],
+                user=data["user"],
+                private_key=data["private_key"],
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        except IntegrityError:
+            form.add_error("name", "A server with this name exists already.")
+        else:
+            messages.success(
+                request,
+                f"Added {server.name}. Authorize its public key on the server, "
+                "then run Check connection.",
+            )
+            return redirect("server-detail", name=server.name)
+    counts = status_counts()
+    servers = [(server, counts.get(server.pk, [])) for server in Server.objects.all()]
+    return render(request, "web/server_list.html", {"servers": servers, "form": form})
+
+
+@login_required
+@require_GET
+def server_detail(request: HttpRequest, name: str) -> HttpResponse:
+    server = get_object_or_404(Server, name=name)
+    operations = server.operations.select_related("requested_by").order_by("-id")
+    context = {
+        "server": server,
+        "rows": database_rows(server),
+        "operations": operations[:20],
+    }
+    return render(request, "web/server_detail.html", context)
+
+
+@login_required
+@require_POST
+def server_check(request: HttpRequest, name: str) -> HttpResponse:
+    server = get_object_or_404(Server, name=name)
+    try:
+        host_key_fingerprint = check_server(server)
+    except OperationFailure as exc:
+        messages.error(request, f"Connection check failed: {exc.message}")
+    except ValidationError as exc:
+        messages.error(request, f"Connection check failed: {' '.join(exc.messages)}")
+    else:
+        messages.success(
+            request,
+            f"Connected to {server.name}; host key {host_key_fingerprint}.",
+        )
+    return redirect("server-detail", name=server.name)
+
+
+@login_required
+@require_POST
+def database_action(
+    request: HttpRequest, name: str, kind: str, action: str
+) -> HttpResponse:
+    """Ask for install, update, remove or retry; a refusal changes nothing."""
+    server = get_object_or_404(Server, name=name)
+    if kind not in KINDS or action not in ACTION_ORDER:
+        raise Http404("no such package kind or action")
+    params = {"data": request.POST.get("data", "")} if action == "remove" else None
+    try:
+        operation = request_action(
+            server, kind, action, user=request.user, params=params
+        )
+    except ActionRefused as exc:
+        messages.error(request, f"Refused: {exc}")
+    else:
+        what = operation.get_action_display()
+        if action == "retry":
+            what = f"Retry ({operation.action})"
+        messages.success(
+            request,
+            f"{what} of {operation.record_label} requested "
+            f"(operation #{operation.pk}, attempt {operation.attempt}).",
+        )
+    return redirect("server-detail", name=server.name)
+
+
+@login_required
+@require_GET
+def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    operation = get_object_or_404(
+        Operation.objects.select_related("server", "requested_by"), pk=pk
+    )
+    return render(request, "web/operation_detail.html", {"operation": operation})
