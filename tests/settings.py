@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
-os.environ.setdefault("BROKEFORGE_HOME", tempfile.mkdtemp(prefix="brokeforge-test-"))
+if "BROKEFORGE_HOME" not in os.environ:
+    _home = tempfile.mkdtemp(prefix="brokeforge-test-")
+    os.environ["BROKEFORGE_HOME"] = _home
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)
 
-from brokeforge.settings import *  # noqa: E402, F403
+from brokeforge.settings import *  # noqa: F403
 
 # apt gives up on a dpkg lock held by someone else after this many seconds.
 BROKEFORGE_APT_LOCK_TIMEOUT = 5

@@ -17,6 +17,7 @@ logger = logging.getLogger("brokeforge.cli")
 KIND_NAMES = ("redis", "mariadb", "mysql")
 WAIT_POLL_SECONDS = 0.5
 NO_WORKER_HINT_SECONDS = 15
+LONG_RUNNING = {"serve", "web", "worker"}
 
 
 class CommandError(Exception):
@@ -27,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brokeforge.settings")
+    if args.command not in LONG_RUNNING and not args.verbose:
+        # A one-shot command prints its own results; the log is for -v.
+        os.environ.setdefault("BROKEFORGE_LOG_LEVEL", "WARNING")
     try:
         result: int = args.handler(args)
         return result
@@ -41,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brokeforge",
         description="A self-hosted server control panel.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print the log on stderr"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

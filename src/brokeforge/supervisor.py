@@ -138,9 +138,7 @@ def worker(args: argparse.Namespace) -> int:
 
     logging.getLogger("django_tasks_db").setLevel(logging.INFO)
     this_worker = worker_id()
-    logger.info(
-        "worker %s started", this_worker, extra={"action": "worker_started"}
-    )
+    logger.info("worker %s started", this_worker, extra={"action": "worker_started"})
     runner = Worker(
         queue_names=["default"],
         interval=WORKER_POLL_INTERVAL,

@@ -144,7 +144,7 @@ def _set_record_status(
 ) -> None:
     changed = (
         type(record)
-        .objects.filter(pk=record.pk, status=expected)
+        ._default_manager.filter(pk=record.pk, status=expected)
         .update(
             status=new,
             error_message="",
@@ -187,7 +187,7 @@ def _create_operation(
                 action=action,
                 params=dict(params),
                 attempt=attempt,
-                requested_by=user if user and user.is_authenticated else None,
+                requested_by_id=user.pk if user and user.is_authenticated else None,
                 timeout_seconds=timeout_seconds,
             )
     except IntegrityError:
@@ -243,7 +243,7 @@ def claim(operation_id: int, worker_id: str) -> Operation | None:
         if not claimed:
             return None
         action = Action(operation.action)
-        type(record).objects.filter(
+        type(record)._default_manager.filter(
             pk=record.pk, status=REQUESTED_STATUS[action]
         ).update(status=RUNNING_STATUS[action], status_changed_at=now)
         record.status = RUNNING_STATUS[action]
@@ -272,7 +272,7 @@ def succeed(operation: Operation, worker_id: str) -> bool:
             )
             return True
         expected = RUNNING_STATUS[Action(operation.action)]
-        records = type(record).objects.filter(pk=record.pk, status=expected)
+        records = type(record)._default_manager.filter(pk=record.pk, status=expected)
         if operation.action == Action.REMOVE:
             records.delete()
             _append_event(record, "removed", operation)
@@ -305,13 +305,15 @@ def fail(
     False when the operation had already ended.
     """
     with transaction.atomic():
-        if not _finish(operation, worker_id, OperationState.FAILED, message, reason_class):
+        if not _finish(
+            operation, worker_id, OperationState.FAILED, message, reason_class
+        ):
             return False
         record = _record_of(operation)
         if record is not None:
             changed = (
                 type(record)
-                .objects.filter(pk=record.pk, status__in=TRANSITIONAL_STATUSES)
+                ._default_manager.filter(pk=record.pk, status__in=TRANSITIONAL_STATUSES)
                 .update(
                     status=RecordStatus.FAILED,
                     error_message=message,
@@ -385,7 +387,10 @@ def _end_orphan(operation: Operation, reason: str) -> None:
 def _record_of(operation: Operation) -> ManagedRecord | None:
     model = operation.record_type.model_class()
     assert model is not None and issubclass(model, ManagedRecord)
-    return model.objects.filter(pk=operation.record_id).first()
+    record: ManagedRecord | None = model._default_manager.filter(
+        pk=operation.record_id
+    ).first()
+    return record
 
 
 def _append_event(

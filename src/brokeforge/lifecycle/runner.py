@@ -115,7 +115,9 @@ class OperationRunner:
             self._db.submit(connections.close_all).result()
             self._db.shutdown()
 
-    def _end(self, finish: Callable[..., bool], operation: Operation, *args: Any) -> None:
+    def _end(
+        self, finish: Callable[..., bool], operation: Operation, *args: Any
+    ) -> None:
         durably(self._flush)
         durably(finish, operation, *args, worker_id=self.worker)
 
@@ -140,8 +142,10 @@ class OperationRunner:
 
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
-            self._log(f"== {action} {operation.record_label}: connecting to "
-                      f"{target.address} as {target.user}\n")
+            self._log(
+                f"== {action} {operation.record_label}: connecting to "
+                f"{target.address} as {target.user}\n"
+            )
             async with SSHSession(
                 target, connect_timeout=settings.BROKEFORGE_CONNECT_TIMEOUT
             ) as session:

@@ -56,19 +56,24 @@ class MySQL(AptServiceKind):
             f"deb [signed-by={KEYRING}] {base}/apt/debian "
             f"{facts.codename} {DEBIAN_COMPONENT}"
         )
+        unreachable = f"could not reach MySQL repository: downloading {key_url} failed"
+        no_package = (
+            f"MySQL repository {base}/apt/debian offers no mysql-server "
+            f"for {facts.codename}"
+        )
         return (
             "bf_apt_update\n"
             "bf_apt install ca-certificates curl\n"
             "install -d -m 0755 /etc/apt/keyrings\n"
             f"if ! curl -fsSL --max-time 60 {q(key_url)} -o {KEYRING}.new; then\n"
-            f"  echo {q(f'could not reach MySQL repository: downloading {key_url} failed')} >&2\n"
+            f"  echo {q(unreachable)} >&2\n"
             "  exit 1\n"
             "fi\n"
             f"mv {KEYRING}.new {KEYRING}\n"
             f"echo {q(source)} > {SOURCE_LIST}\n"
             "bf_apt_update\n"
             "if ! apt-cache show mysql-server >/dev/null 2>&1; then\n"
-            f"  echo {q(f'MySQL repository {base}/apt/debian offers no mysql-server for {facts.codename}')} >&2\n"
+            f"  echo {q(no_package)} >&2\n"
             "  exit 1\n"
             "fi\n"
         )

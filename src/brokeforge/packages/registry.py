@@ -11,7 +11,9 @@ from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
 from brokeforge.packages.redis import Redis
 
-KINDS: dict[str, PackageKind] = {kind.name: kind for kind in (Redis(), MariaDB(), MySQL())}
+KINDS: dict[str, PackageKind] = {
+    kind.name: kind for kind in (Redis(), MariaDB(), MySQL())
+}
 
 
 def get_kind(name: str) -> PackageKind:
@@ -19,4 +21,6 @@ def get_kind(name: str) -> PackageKind:
         return KINDS[name]
     except KeyError:
         known = ", ".join(sorted(KINDS))
-        raise ActionRefused(f"unknown package kind {name!r}: choose one of {known}") from None
+        raise ActionRefused(
+            f"unknown package kind {name!r}: choose one of {known}"
+        ) from None

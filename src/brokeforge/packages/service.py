@@ -37,10 +37,10 @@ def request_action(
         raise ActionRefused(
             f"unknown action {action!r}: choose install, update, remove or retry"
         ) from None
-    clean = kind.clean_params(act, params or {})
     with transaction.atomic():
         record = Database.objects.filter(server=server, kind=kind.name).first()
         if act == Action.INSTALL and record is None:
+            clean = kind.clean_params(act, params or {})
             _refuse_conflicts(server, kind_name)
             record = Database.objects.create(
                 server=server,
@@ -61,6 +61,12 @@ def request_action(
                 f"{kind.label} is not installed on {server.name}, "
                 f"so there is nothing to {act}"
             )
+        # Say first why the action is impossible, then what is wrong with
+        # its options: a busy record's remove needs no data choice explained.
+        reason = machine.refusal(record, act)
+        if reason:
+            raise ActionRefused(reason)
+        clean = kind.clean_params(act, params or {})
         return machine.request(
             record, act, user=user, params=clean, timeout_seconds=kind.timeout(act)
         )

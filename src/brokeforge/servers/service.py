@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from brokeforge.servers.keys import generate_key_pair, import_private_key
 from brokeforge.servers.models import Server
-from brokeforge.servers.ssh import SSHSession
+from brokeforge.servers.ssh import CommandFailed, SSHSession
 
 
 def add_server(
@@ -53,8 +53,10 @@ def check_server(server: Server) -> str:
         ) as session:
             result = await session.run("true", timeout=30)
             if result.exit_status != 0:
-                raise_for = result.stderr_tail or "running 'true' failed"
-                raise ValidationError(raise_for)
+                raise CommandFailed(
+                    f"connected, but running a command failed: "
+                    f"{result.stderr_tail or f'exit status {result.exit_status}'}"
+                )
             return session.host_key
 
     host_key = asyncio.run(connect())

@@ -130,7 +130,9 @@ class SSHSession:
     async def _connect(self) -> asyncssh.SSHClientConnection:
         t = self.target
         key = asyncssh.import_private_key(t.private_key)
-        known_hosts = None
+        known_hosts: (
+            tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[str]] | None
+        ) = None
         if t.pinned_host_key:
             known_hosts = ([asyncssh.import_public_key(t.pinned_host_key)], [], [])
         try:
@@ -154,7 +156,7 @@ class SSHSession:
                 f"authentication refused by {t.address} for user {t.user}: "
                 "is BrokeForge's public key in that user's authorized_keys?"
             ) from None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise ConnectFailed(
                 f"could not connect to {t.address}: "
                 f"no answer within {self.connect_timeout:g} s"
@@ -239,7 +241,7 @@ class SSHSession:
             try:
                 await asyncio.wait_for(readers, timeout)
                 completed = await asyncio.wait_for(process.wait(), KILL_TIMEOUT)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 await self._kill_group(pgid[0] if pgid else None)
                 process.close()
                 raise CommandTimedOut(
@@ -271,10 +273,8 @@ class SSHSession:
             return
         kill = f"kill -TERM -- -{pgid} 2>/dev/null; sleep 1; kill -KILL -- -{pgid}"
         try:
-            await asyncio.wait_for(
-                self._conn.run(kill, check=False), KILL_TIMEOUT
-            )
-        except (TimeoutError, asyncio.TimeoutError, asyncssh.Error, OSError):
+            await asyncio.wait_for(self._conn.run(kill, check=False), KILL_TIMEOUT)
+        except (TimeoutError, asyncssh.Error, OSError):
             logger.warning(
                 "could not kill remote process group %s on %s",
                 pgid,

@@ -6,18 +6,23 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db.models import Count
-from django.forms import BoundField
 
 from brokeforge.lifecycle.machine import allowed_actions
 from brokeforge.lifecycle.models import Operation, RecordStatus
+from brokeforge.packages.apt import BACKUP_DIR
 from brokeforge.packages.models import Database
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import records_by_kind
 from brokeforge.servers.models import Server
-from brokeforge.web.forms import RemoveForm
 
 #: The order buttons appear in.
 ACTION_ORDER = ("install", "update", "retry", "remove")
+
+#: The answers Remove requires about the data (`AptServiceKind.clean_params`).
+DATA_CHOICES = (
+    ("keep", f"keep (moved to {BACKUP_DIR})"),
+    ("delete", "delete"),
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,6 @@ class DatabaseRow:
     record: Database | None
     operation: Operation | None
     actions: tuple[str, ...]
-    #: The required "what happens to the data" choice, when Remove is offered.
-    remove_choice: BoundField | None
 
     @property
     def status(self) -> str:
@@ -53,11 +56,6 @@ def database_rows(server: Server) -> list[DatabaseRow]:
                 record=record,
                 operation=record.current_operation() if record else None,
                 actions=actions,
-                remove_choice=(
-                    RemoveForm(auto_id=f"id_{kind_name}_%s")["data"]
-                    if "remove" in actions
-                    else None
-                ),
             )
         )
     return rows

@@ -5,8 +5,6 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from brokeforge.packages.apt import BACKUP_DIR
-
 
 class ServerForm(forms.Form):
     """The "Add server" form; `brokeforge.servers.service.add_server` validates."""
@@ -41,15 +39,3 @@ class ServerForm(forms.Form):
                 target = None
             for item in errors:
                 self.add_error(target, item)
-
-
-class RemoveForm(forms.Form):
-    """What happens to a database's data when it is removed (no default)."""
-
-    data = forms.ChoiceField(
-        choices=[
-            ("keep", f"keep (moved to {BACKUP_DIR})"),
-            ("delete", "delete"),
-        ],
-        widget=forms.RadioSelect,
-    )

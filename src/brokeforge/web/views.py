@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -18,7 +19,12 @@ from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
 from brokeforge.servers.service import add_server, check_server
-from brokeforge.web.display import ACTION_ORDER, database_rows, status_counts
+from brokeforge.web.display import (
+    ACTION_ORDER,
+    DATA_CHOICES,
+    database_rows,
+    status_counts,
+)
 from brokeforge.web.forms import ServerForm
 
 
@@ -28,7 +34,9 @@ def first_run(request: HttpRequest) -> HttpResponse:
     users = get_user_model()
     if users.objects.exists():
         return redirect("login")
-    form = UserCreationForm(request.POST or None)
+    form: UserCreationForm[User] = UserCreationForm(
+        request.POST if request.method == "POST" else None
+    )
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             # Two people racing through setup: only the first one gets in.
@@ -46,7 +54,7 @@ def first_run(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def server_list(request: HttpRequest) -> HttpResponse:
-    form = ServerForm(request.POST or None)
+    form = ServerForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -82,6 +90,7 @@ def server_detail(request: HttpRequest, name: str) -> HttpResponse:
         "server": server,
         "rows": database_rows(server),
         "operations": operations[:20],
+        "data_choices": DATA_CHOICES,
     }
     return render(request, "web/server_detail.html", context)
 
