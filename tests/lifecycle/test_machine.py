@@ -119,7 +119,8 @@ def test_it_retries_the_last_action_and_clears_the_error(
     Database.objects.filter(pk=record.pk).update(error_message="timed out after 5 s")
     if last_action == "remove":
         previous = machine.request(
-            record_in_status(record, "active"), machine.Action.REMOVE,
+            record_in_status(record, "active"),
+            machine.Action.REMOVE,
             params={"data": "keep"},
         )
         machine.fail(previous, "boom", "command_failed")

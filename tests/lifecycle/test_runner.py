@@ -57,7 +57,9 @@ def scripts_sent(ssh: ScriptedSSHTestServer) -> list[str]:
     return [c for c in ssh.commands if "/etc/os-release" not in c]
 
 
-def install(server: Server, kind: str = "redis", timeout: int | None = None) -> Operation:
+def install(
+    server: Server, kind: str = "redis", timeout: int | None = None
+) -> Operation:
     operation = request_action(server, kind, "install")
     if timeout is not None:
         Operation.objects.filter(pk=operation.pk).update(timeout_seconds=timeout)
@@ -78,10 +80,8 @@ def test_it_installs_mysql_on_debian_from_mysqls_repository(
     operation = install(scripted_server, "mysql")
 
     assert operation.state == OperationState.SUCCEEDED, operation.error_message
-    assert (record(scripted_server, "mysql").status, record(scripted_server, "mysql").version) == (
-        "active",
-        "8.4.3",
-    )
+    mysql = record(scripted_server, "mysql")
+    assert (mysql.status, mysql.version) == ("active", "8.4.3")
     script = scripts_sent(scripted_ssh)[0]
     assert "https://repo.mysql.com/RPM-GPG-KEY-mysql-2023" in script
     assert "https://repo.mysql.com/apt/debian bookworm mysql-8.4-lts" in script

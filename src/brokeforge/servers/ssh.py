@@ -258,9 +258,18 @@ class SSHSession:
 
         status = completed.exit_status
         if status is None or status < 0:
-            signal_name = (completed.exit_signal or ("unknown",))[0]
+            if not completed.exit_signal:
+                # No exit status and no signal: the channel closed under us.
+                raise ConnectionLost(
+                    f"lost SSH connection to {self.target.name} "
+                    f"({self.target.address}): the command ended without an "
+                    "exit status",
+                    output_tail="".join(output[-STDERR_TAIL_LINES:]),
+                )
             status = 128
-            stderr_tail.append(f"remote command killed by signal {signal_name}")
+            stderr_tail.append(
+                f"remote command killed by signal {completed.exit_signal[0]}"
+            )
         return CommandResult(
             exit_status=status,
             output="".join(output),

@@ -1,0 +1,1 @@
+"""Test hosts for BrokeForge: a real Debian chroot and a scripted SSH server."""
