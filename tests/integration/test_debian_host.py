@@ -8,6 +8,8 @@ in this process.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -201,3 +203,41 @@ def test_it_refuses_a_changed_host_key_and_runs_nothing(
     assert on_host(debian_host, "test -e /root/brokeforge-was-here || echo absent") == (
         "absent"
     )
+
+
+class SlowEcho(PackageKind):
+    name = "slowecho"
+    label = "SlowEcho"
+
+    def script(self, action: Action, facts: HostFacts, params: object) -> str:
+        return "echo halfway there\nsleep 4\necho done\n"
+
+    def verify_script(self, action: Action, facts: HostFacts) -> str:
+        return "true\n"
+
+
+def test_it_streams_output_into_the_operation_while_it_runs(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(registry.KINDS, "slowecho", SlowEcho())
+    operation = request_action(server, "slowecho", "install")
+    runner = threading.Thread(target=run_now, args=(operation,))
+    runner.start()
+    try:
+        seen_while_running = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not seen_while_running:
+            operation.refresh_from_db()
+            if operation.state == OperationState.RUNNING and (
+                "halfway there" in operation.output
+            ):
+                seen_while_running = operation.output
+            time.sleep(0.2)
+    finally:
+        runner.join()
+
+    assert "halfway there" in seen_while_running
+    assert "done" not in seen_while_running
+    operation.refresh_from_db()
+    assert operation.state == OperationState.SUCCEEDED
+    assert "done" in operation.output
