@@ -103,8 +103,6 @@ def server_check(request: HttpRequest, name: str) -> HttpResponse:
         host_key_fingerprint = check_server(server)
     except OperationFailure as exc:
         messages.error(request, f"Connection check failed: {exc.message}")
-    except ValidationError as exc:
-        messages.error(request, f"Connection check failed: {' '.join(exc.messages)}")
     else:
         messages.success(
             request,
