@@ -299,3 +299,14 @@ def test_it_fails_the_record_when_the_runner_crashes(
     assert record(scripted_server).error_message == (
         "BrokeForge crashed: RuntimeError: a bug in a package kind"
     )
+
+
+def test_it_refuses_a_host_whose_codename_could_reach_a_shell(
+    scripted_server: Server, scripted_ssh: ScriptedSSHTestServer
+):
+    answer_as(scripted_ssh, DEBIAN_12.replace("bookworm", "bookworm$(reboot)"))
+
+    install(scripted_server, "mysql")
+
+    assert "is not supported" in record(scripted_server, "mysql").error_message
+    assert scripts_sent(scripted_ssh) == []

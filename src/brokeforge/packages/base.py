@@ -9,6 +9,7 @@ assumed from an exit status.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -58,7 +59,9 @@ class HostFacts:
             pretty_name=values.get("PRETTY_NAME", "an unknown system"),
             has_systemd=values.get("BROKEFORGE_INIT") == "systemd",
         )
-        if (facts.os_id, facts.version_id) not in SUPPORTED_SYSTEMS:
+        supported = (facts.os_id, facts.version_id) in SUPPORTED_SYSTEMS
+        # The codename ends up in apt source lines: only plain words pass.
+        if not supported or not re.fullmatch(r"[a-z]+", facts.codename):
             raise UnsupportedSystem(
                 f"{facts.pretty_name} is not supported: BrokeForge manages "
                 "Debian 12 and Ubuntu 22.04 and 24.04"
