@@ -8,11 +8,16 @@ stop, waits a bounded time, then kills what is left.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from types import FrameType
 
 logger = logging.getLogger("brokeforge.supervisor")
@@ -20,6 +25,14 @@ logger = logging.getLogger("brokeforge.supervisor")
 POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 20.0
 WORKER_POLL_INTERVAL = 0.5
+REAP_EVERY_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when the supervisor dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _setup() -> None:
@@ -43,16 +56,38 @@ class Supervisor:
         self.host, self.port, self.worker_count = host, port, workers
         self.web: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self.worker_ids: list[str] = [""] * workers
         self.stopping = False
+        self._last_reap = 0.0
 
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "brokeforge", *args])
+    def _spawn(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        # A session of its own: Ctrl-C reaches only this supervisor, which
+        # then stops the children in order.
+        return subprocess.Popen(
+            [sys.executable, "-m", "brokeforge", *args],
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # the supervisor runs no threads
+        )
 
     def start_web(self) -> None:
         self.web = self._spawn("web", "--host", self.host, "--port", str(self.port))
 
     def start_worker(self, slot: int) -> None:
-        self.workers[slot] = self._spawn("worker")
+        # Every start gets a fresh id: a new process never vouches for the
+        # operations its predecessor held.
+        worker_id = f"{socket.gethostname()}:serve-{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_ids[slot] = worker_id
+        env = {**os.environ, "BROKEFORGE_WORKER_ID": worker_id}
+        self.workers[slot] = self._spawn("worker", env=env)
+
+    def _fail_held_operations(self, slot: int, reason: str, reason_class: str) -> None:
+        from brokeforge.lifecycle.reaper import fail_worker_operations
+        from brokeforge.lifecycle.runner import durably
+
+        durably(fail_worker_operations, self.worker_ids[slot], reason, reason_class)
 
     def step(self) -> None:
         """Restart every child that has exited; one pass of the loop."""
@@ -65,15 +100,36 @@ class Supervisor:
             self.start_web()
         for slot, child in enumerate(self.workers):
             if child is not None and child.poll() is not None:
-                # TODO(issue 3): fail the operation this worker held right here,
-                # naming the exit; until then the reaper of issue 3 must do it.
+                how = describe_exit(child.returncode)
                 logger.error(
                     "worker process %s exited (%s); starting a new one",
                     child.pid,
-                    describe_exit(child.returncode),
+                    how,
                     extra={"action": "worker_exited", "pid": child.pid},
                 )
+                self._fail_held_operations(
+                    slot,
+                    f"worker lost: worker process exited ({how}; signal 9 is "
+                    "often the out-of-memory killer); the operation was not "
+                    "re-run, and the server may have been changed part-way",
+                    "worker_lost",
+                )
                 self.start_worker(slot)
+        if time.monotonic() - self._last_reap >= REAP_EVERY_SECONDS:
+            self._last_reap = time.monotonic()
+            self._reap()
+
+    def _reap(self) -> None:
+        from django.db import DatabaseError, connections
+
+        from brokeforge.lifecycle.reaper import reap
+
+        try:
+            reap()
+        except DatabaseError as exc:
+            logger.warning("reaper could not read the database: %s", exc)
+        finally:
+            connections.close_all()
 
     def stop(self) -> None:
         children = [c for c in [self.web, *self.workers] if c is not None]
@@ -87,6 +143,15 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        for slot, worker in enumerate(self.workers):
+            if worker is not None:
+                self._fail_held_operations(
+                    slot,
+                    "interrupted by a worker shutdown (BrokeForge was stopped "
+                    "while the operation ran); the server may have been changed "
+                    "part-way: Retry checks it again",
+                    "worker_shutdown",
+                )
 
     def run(self) -> int:
         def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -110,7 +175,23 @@ class Supervisor:
         return 0
 
 
+def _port_in_use(host: str, port: int) -> str | None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is already in use (another BrokeForge?)"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
+    problem = _port_in_use(args.host, args.port)
+    if problem:
+        print(f"error: {problem}; choose another with --port", file=sys.stderr)
+        return 1
     _setup()
     return Supervisor(args.host, args.port, args.workers).run()
 
@@ -134,6 +215,7 @@ def worker(args: argparse.Namespace) -> int:
     django.setup()
     from django_tasks_db.management.commands.db_worker import Worker
 
+    from brokeforge.lifecycle.reaper import start_reaper_thread
     from brokeforge.lifecycle.runner import worker_id
 
     logging.getLogger("django_tasks_db").setLevel(logging.INFO)
@@ -150,5 +232,8 @@ def worker(args: argparse.Namespace) -> int:
         excluded_queue_names=[],
     )
     runner.configure_signals()
+    # Whatever the previous life of a worker left running is ended here once
+    # its heartbeat is older than the lease, and by every reaper after that.
+    start_reaper_thread()
     runner.run()
     return 0

@@ -19,6 +19,7 @@ def test_it_describes_how_a_process_ended():
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.django_db(transaction=True)
 def test_it_starts_a_new_worker_when_one_is_killed(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("BROKEFORGE_HOME", str(tmp_path))
     # Any one-shot command migrates the new data directory's database.

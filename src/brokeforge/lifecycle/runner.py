@@ -46,7 +46,15 @@ DB_RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8, 15)
 
 @cache
 def worker_id() -> str:
-    """This process start's identity: a fresh id every start, never reused."""
+    """This process start's identity: a fresh id every start, never reused.
+
+    `brokeforge serve` hands each worker it starts an id in
+    `BROKEFORGE_WORKER_ID`, so it can name the worker's operations when the
+    process exits.
+    """
+    given = os.environ.get("BROKEFORGE_WORKER_ID")
+    if given:
+        return given
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
