@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive_int, default=2)
     serve.set_defaults(handler=_lazy("brokeforge.supervisor", "serve"))
 
-    web = commands.add_parser("web", help=argparse.SUPPRESS)
+    web = commands.add_parser("web", help="run the web app alone (no workers)")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=8000)
     web.set_defaults(handler=_lazy("brokeforge.supervisor", "web"))
@@ -91,7 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="connect, pin the host key and print its fingerprint"
     )
     check.add_argument("name")
+    check.add_argument(
+        "--repin",
+        action="store_true",
+        help="forget the pinned host key and pin the one the server shows now "
+        "(after a reinstall; compare the fingerprint first)",
+    )
     check.set_defaults(handler=_cmd_server_check)
+    remove = server_commands.add_parser(
+        "remove", help="forget a server and its records (nothing runs on it)"
+    )
+    remove.add_argument("name")
+    remove.set_defaults(handler=_cmd_server_remove)
     listing = server_commands.add_parser("list", help="list servers")
     listing.set_defaults(handler=_cmd_server_list)
 
@@ -174,13 +185,22 @@ def _cmd_createuser(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model, password_validation
     from django.core.exceptions import ValidationError
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if password != getpass.getpass("Password (again): "):
-            raise CommandError("the passwords differ")
     users = get_user_model()
+    try:
+        users.username_validator(args.username)
+    except ValidationError as exc:
+        raise CommandError(" ".join(exc.messages)) from None
+    try:
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("Password: ")
+            if password != getpass.getpass("Password (again): "):
+                raise CommandError("the passwords differ")
+    except EOFError:
+        raise CommandError(
+            "no password given (use --password-stdin to pipe one in)"
+        ) from None
     if users.objects.filter(username=args.username).exists():
         raise CommandError(f"an account named {args.username!r} exists already")
     try:
@@ -227,11 +247,28 @@ def _cmd_server_check(args: argparse.Namespace) -> int:
     from brokeforge.servers.service import check_server
 
     server = _get_server(args.name)
+    previous = server.host_key_fingerprint
     try:
-        fingerprint = check_server(server)
+        fingerprint = check_server(server, repin=args.repin)
     except OperationFailure as exc:
         raise CommandError(exc.message) from None
     print(f"connected to {server.name} ({server.address}); host key {fingerprint}")
+    if args.repin and previous and previous != fingerprint:
+        print(f"the pinned host key changed from {previous} to {fingerprint}")
+    return 0
+
+
+def _cmd_server_remove(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.lifecycle.errors import ActionRefused
+    from brokeforge.servers.service import remove_server
+
+    server = _get_server(args.name)
+    try:
+        remove_server(server)
+    except ActionRefused as exc:
+        raise CommandError(str(exc)) from None
+    print(f"removed server {args.name} from BrokeForge; nothing was changed on it")
     return 0
 
 
@@ -325,7 +362,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for row in rows:
         line = f"{row['server']}\t{row['kind']}\t{row['status']}"
         if row["error"]:
-            line += f"\t{row['error'].splitlines()[0]}"
+            line += "\t" + " | ".join(row["error"].splitlines())
         print(line)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from brokeforge.home import ensure_home, read_secret
 
@@ -119,6 +120,8 @@ STATIC_URL = "static/"
 BROKEFORGE_APT_LOCK_TIMEOUT = int(os.environ.get("BROKEFORGE_APT_LOCK_TIMEOUT", "300"))
 # Seconds to wait for a TCP connection and SSH handshake to a server.
 BROKEFORGE_CONNECT_TIMEOUT = float(os.environ.get("BROKEFORGE_CONNECT_TIMEOUT", "15"))
+if not 0 < BROKEFORGE_CONNECT_TIMEOUT <= 600:
+    raise ImproperlyConfigured("BROKEFORGE_CONNECT_TIMEOUT must be between 0 and 600")
 # Where MySQL's own apt repository lives (Debian has no mysql-server).
 BROKEFORGE_MYSQL_APT_URL = os.environ.get(
     "BROKEFORGE_MYSQL_APT_URL", "https://repo.mysql.com"

@@ -144,6 +144,9 @@ def test_it_exits_non_zero_with_the_reason_when_an_operation_fails(
     assert status.stdout == (
         "nowhere\tredis\tfailed\tcould not connect to 127.0.0.1:9: connection refused\n"
     )
+    removed = brokeforge(home, "server", "remove", "nowhere")
+    assert removed.returncode == 0, removed.stderr
+    assert brokeforge(home, "status").stdout.startswith("no records yet")
 
 
 def test_it_refuses_bad_input_and_changes_nothing(home: dict[str, str]):
@@ -152,4 +155,11 @@ def test_it_refuses_bad_input_and_changes_nothing(home: dict[str, str]):
     assert "is not a valid host" in bad.stderr
     bad_port = brokeforge(home, "server", "add", "web", "--host", "h", "--port", "0")
     assert "is not a valid port" in bad_port.stderr
+    numeric = brokeforge(home, "server", "add", "web", "--host", "256.1.1.1")
+    assert "is not a valid host" in numeric.stderr
     assert brokeforge(home, "server", "list").stdout == ""
+    bad_user = brokeforge(
+        home, "createuser", "bad name", "--password-stdin", stdin="a long phrase\n"
+    )
+    assert bad_user.returncode == 1
+    assert "Enter a valid username" in bad_user.stderr

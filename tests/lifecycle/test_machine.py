@@ -276,3 +276,18 @@ def test_it_ends_a_running_operation_whose_record_was_deleted(server: Server, ca
     claimed.refresh_from_db()
     assert claimed.state == OperationState.SUCCEEDED
     assert any(r.action == "record_gone" for r in caplog.records)  # type: ignore[attr-defined]
+
+
+def test_it_counts_attempts_per_retry_chain(server: Server):
+    record = record_in(server, "active")
+    first = request_action(server, "redis", "update")
+    machine.fail(first, "boom", "command_failed")
+
+    retried = request_action(server, "redis", "retry")
+    assert (first.attempt, retried.attempt) == (1, 2)
+
+    claimed = machine.claim(retried.pk, WORKER)
+    assert claimed is not None
+    machine.succeed(claimed, WORKER)
+    assert reload(record).status == RecordStatus.ACTIVE
+    assert request_action(server, "redis", "update").attempt == 1

@@ -310,3 +310,18 @@ def test_it_refuses_a_host_whose_codename_could_reach_a_shell(
 
     assert "is not supported" in record(scripted_server, "mysql").error_message
     assert scripts_sent(scripted_ssh) == []
+
+
+def test_it_stores_output_with_nul_bytes(
+    scripted_server: Server, scripted_ssh: ScriptedSSHTestServer
+):
+    # PostgreSQL text columns refuse NUL; it must never keep a result unwritten.
+    answer_as(scripted_ssh, DEBIAN_12)
+    scripted_ssh.add_rule(VERIFY, stdout=b"7.0\x0015\n")
+    scripted_ssh.add_rule(".", stdout=b"progress\x00\n")
+
+    operation = install(scripted_server)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error_message
+    assert "progress\ufffd" in operation.output
+    assert "\x00" not in record(scripted_server).version

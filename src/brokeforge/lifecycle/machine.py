@@ -116,7 +116,9 @@ def request(
             _set_record_status(
                 record, RecordStatus(record.status), REQUESTED_STATUS[action], action
             )
-        return _create_operation(record, action, user, params or {}, timeout_seconds)
+        return _create_operation(
+            record, action, user, params or {}, timeout_seconds, attempt=1
+        )
 
 
 def retry(
@@ -133,7 +135,10 @@ def retry(
         _set_record_status(
             record, RecordStatus.FAILED, REQUESTED_STATUS[action], action
         )
-        return _create_operation(record, action, user, params, timeout_seconds)
+        attempt = previous.attempt + 1 if previous else 1
+        return _create_operation(
+            record, action, user, params, timeout_seconds, attempt=attempt
+        )
 
 
 def _set_record_status(
@@ -166,16 +171,13 @@ def _create_operation(
     user: User,
     params: Mapping[str, Any],
     timeout_seconds: int,
+    *,
+    attempt: int,
 ) -> Operation:
+    """Create the operation and enqueue its task; `attempt` counts retries."""
     from brokeforge.lifecycle.runner import run_operation
 
     record_type = ContentType.objects.get_for_model(record)
-    attempt = (
-        Operation.objects.filter(
-            record_type=record_type, record_id=record.pk, action=action
-        ).count()
-        + 1
-    )
     try:
         with transaction.atomic():
             operation = Operation.objects.create(

@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 from django_tasks import task
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_OUTPUT_CHARS = 256 * 1024
+MAX_REASON_LINE = 500
 FLUSH_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
 FACTS_TIMEOUT = 30
@@ -107,6 +108,12 @@ class OperationRunner:
         except OperationFailure as exc:
             self._log(f"\n== failed: {exc.message}\n")
             self._end(machine.fail, operation, exc.message, exc.reason_class)
+        except (KeyboardInterrupt, SystemExit):
+            # The worker is being stopped mid-task: say so before going.
+            message = "interrupted by a worker shutdown"
+            self._log(f"\n== failed: {message}\n")
+            self._end(machine.fail, operation, message, "worker_shutdown")
+            raise
         except Exception as exc:
             logger.exception(
                 "operation %s crashed",
@@ -126,7 +133,16 @@ class OperationRunner:
     def _end(
         self, finish: Callable[..., bool], operation: Operation, *args: Any
     ) -> None:
-        durably(self._flush)
+        # The result matters more than the output: a failed flush must not
+        # keep the operation from ending.
+        try:
+            durably(self._flush)
+        except DatabaseError:
+            logger.exception(
+                "operation %s: output could not be saved",
+                operation.pk,
+                extra={"action": "output_flush_failed", "operation_id": operation.pk},
+            )
         durably(finish, operation, *args, worker_id=self.worker)
 
     async def _execute(self, operation: Operation) -> None:
@@ -135,6 +151,7 @@ class OperationRunner:
         from brokeforge.servers.ssh import (
             CommandFailed,
             CommandTimedOut,
+            HostKeyChanged,
             SSHSession,
         )
 
@@ -159,32 +176,41 @@ class OperationRunner:
             ) as session:
                 if not target.pinned_host_key:
                     await self._in_db(lambda: server.pin_host_key(session.host_key))
+                    # Two first connections may race to pin: only the key
+                    # that won may be trusted with the script.
+                    if server.host_key != session.host_key:
+                        raise HostKeyChanged(
+                            f"host key changed while it was being pinned: "
+                            f"{target.address} presented another key than "
+                            f"{server.host_key_fingerprint}; nothing was run"
+                        )
                     self._log(f"== pinned host key {server.host_key_fingerprint}\n")
+                facts_result = await session.run(
+                    FACTS_SCRIPT, timeout=min(FACTS_TIMEOUT, remaining())
+                )
+                facts = HostFacts.parse(facts_result.output)
+                self._log(f"== host: {facts.pretty_name}\n")
+                script = kind.script(action, facts, operation.params)
                 try:
-                    facts_result = await session.run(
-                        FACTS_SCRIPT, timeout=min(FACTS_TIMEOUT, remaining())
-                    )
-                    facts = HostFacts.parse(facts_result.output)
-                    self._log(f"== host: {facts.pretty_name}\n")
-                    script = kind.script(action, facts, operation.params)
                     result = await session.run(
                         script, timeout=remaining(), on_output=self._on_output
                     )
-                    if result.exit_status != 0:
-                        raise CommandFailed(
-                            _summarize(result.stderr_tail, result.output)
-                            + f" (exit status {result.exit_status})"
-                        )
-                    self._log("== verifying on the host\n")
-                    verify = await session.run(
-                        kind.verify_script(action, facts),
-                        timeout=min(VERIFY_TIMEOUT, remaining()),
-                        on_output=self._on_output,
-                    )
                 except CommandTimedOut as exc:
+                    # The script gets what is left of the operation's limit.
                     raise CommandTimedOut(
                         f"timed out after {limit} s", output_tail=exc.output_tail
                     ) from None
+                if result.exit_status != 0:
+                    raise CommandFailed(
+                        _summarize(result.stderr_tail, result.output)
+                        + f" (exit status {result.exit_status})"
+                    )
+                self._log("== verifying on the host\n")
+                verify = await session.run(
+                    kind.verify_script(action, facts),
+                    timeout=min(VERIFY_TIMEOUT, remaining()),
+                    on_output=self._on_output,
+                )
                 if verify.exit_status != 0:
                     raise VerificationFailed(
                         f"{action} ran, but the check on the host failed: "
@@ -200,14 +226,34 @@ class OperationRunner:
     async def _on_output(self, text: str) -> None:
         self._log(text)
         if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
-            await self._in_db(self._flush)
+            await self._in_db(self._flush_quietly)
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
-            await self._in_db(self._flush)
+            await self._in_db(self._flush_quietly)
+
+    def _flush_quietly(self) -> None:
+        """Flush while the remote work runs; a busy database must not end it."""
+        try:
+            self._flush()
+        except DatabaseError as exc:
+            self._last_flush = time.monotonic()
+            logger.warning(
+                "operation %s: could not save output yet: %s",
+                self.operation_id,
+                exc,
+                extra={
+                    "action": "output_flush_failed",
+                    "operation_id": self.operation_id,
+                },
+            )
+            connections.close_all()
 
     def _log(self, text: str) -> None:
+        if len(text) > MAX_OUTPUT_CHARS:
+            text = text[-MAX_OUTPUT_CHARS:]
+            self.trimmed = True
         self.output.append(text)
         self.output_chars += len(text)
         while self.output_chars > MAX_OUTPUT_CHARS and len(self.output) > 1:
@@ -227,6 +273,12 @@ class OperationRunner:
 
 def _summarize(stderr_tail: str, output: str) -> str:
     """The lines of a failed command a person most needs to read."""
+    return "\n".join(
+        line[:MAX_REASON_LINE] for line in _reason_lines(stderr_tail, output)
+    )
+
+
+def _reason_lines(stderr_tail: str, output: str) -> list[str]:
     lines = [
         line
         for line in stderr_tail.splitlines()
@@ -234,11 +286,11 @@ def _summarize(stderr_tail: str, output: str) -> str:
     ]
     apt_errors = [line for line in lines if line.startswith("E: ")]
     if apt_errors:
-        return "\n".join([*_lock_holder(output), *apt_errors[-3:]])
+        return [*_lock_holder(output), *apt_errors[-3:]]
     if lines:
-        return "\n".join(lines[-2:])
+        return lines[-2:]
     tail = [line for line in output.splitlines() if line.strip()]
-    return "\n".join(tail[-3:]) or "the command failed without output"
+    return tail[-3:] or ["the command failed without output"]
 
 
 def _lock_holder(output: str) -> list[str]:

@@ -38,6 +38,13 @@ bf_apt_update() {
     status=0
     apt-get -q -o DPkg::Lock::Timeout="$BF_LOCK_TIMEOUT" update 2>"$log" || status=$?
     cat "$log" >&2
+    # apt-get update exits 0 when a source could not be fetched; installing
+    # from stale lists would then fail with a misleading "Unable to locate".
+    if [ "$status" -eq 0 ] && grep -q 'Failed to fetch' "$log"; then
+      echo "apt-get update could not fetch every package list (see above):" \
+        "check the server's apt sources and network" >&2
+      rm -f "$log"; return 1
+    fi
     if [ "$status" -eq 0 ]; then rm -f "$log"; return 0; fi
     if ! grep -q 'Could not get lock' "$log" || [ "$SECONDS" -ge "$deadline" ]; then
       rm -f "$log"; return "$status"

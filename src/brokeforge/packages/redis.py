@@ -14,4 +14,4 @@ class Redis(AptServiceKind):
     service = "redis-server"
     data_dir = "/var/lib/redis"
     ping = "redis-cli ping 2>/dev/null | grep -qx PONG"
-    version_command = "redis-server --version"
+    version_command = "redis-server --version | sed -E 's/.* v=([^ ]+).*/\\1/'"

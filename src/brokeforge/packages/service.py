@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from brokeforge.lifecycle import machine
 from brokeforge.lifecycle.errors import ActionRefused
@@ -28,7 +28,7 @@ def request_action(
     Raises `ActionRefused`, having changed nothing, when the kind or action
     is unknown, the options are wrong, or the record's status forbids it.
     """
-    kind = get_kind(kind_name)
+    get_kind(kind_name)  # an unknown kind is refused before anything else
     if action == "retry":
         return retry(server, kind_name, user=user)
     try:
@@ -37,7 +37,27 @@ def request_action(
         raise ActionRefused(
             f"unknown action {action!r}: choose install, update, remove or retry"
         ) from None
+    try:
+        return _request(server, kind_name, act, user, params)
+    except IntegrityError:
+        raise ActionRefused(
+            f"another request for {server.name} came at the same moment; "
+            "reload to see its status"
+        ) from None
+
+
+def _request(
+    server: Server,
+    kind_name: str,
+    act: Action,
+    user: machine.User,
+    params: Mapping[str, Any] | None,
+) -> Operation:
+    kind = get_kind(kind_name)
     with transaction.atomic():
+        # One request per server at a time: on PostgreSQL this row lock makes
+        # the conflict check (MariaDB vs MySQL) and the create race-free.
+        Server.objects.select_for_update().filter(pk=server.pk).first()
         record = Database.objects.filter(server=server, kind=kind.name).first()
         if act == Action.INSTALL and record is None:
             clean = kind.clean_params(act, params or {})

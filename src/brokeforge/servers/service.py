@@ -6,10 +6,11 @@ import asyncio
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from brokeforge.servers.keys import generate_key_pair, import_private_key
 from brokeforge.servers.models import Server
-from brokeforge.servers.ssh import CommandFailed, SSHSession
+from brokeforge.servers.ssh import CommandFailed, HostKeyChanged, SSHSession
 
 
 def add_server(
@@ -39,12 +40,33 @@ def add_server(
     return server
 
 
-def check_server(server: Server) -> str:
+def remove_server(server: Server) -> None:
+    """Forget a server and its records; refused while an operation is unfinished."""
+    from brokeforge.lifecycle.errors import ActionRefused
+    from brokeforge.lifecycle.models import UNFINISHED_STATES
+
+    with transaction.atomic():
+        busy = server.operations.filter(state__in=UNFINISHED_STATES).first()
+        if busy is not None:
+            raise ActionRefused(
+                f"{server.name} has an unfinished operation ({busy}); "
+                "wait for it to end first"
+            )
+        server.delete()
+
+
+def check_server(server: Server, *, repin: bool = False) -> str:
     """Connect, pin the host key if none is pinned, and return its fingerprint.
+
+    With `repin`, the pinned key is forgotten first and the key the server
+    presents now is pinned: the way back after a server was reinstalled.
 
     Raises the executor's `OperationFailure` subclasses with their reasons
     (connection refused, authentication refused, host key changed, ...).
     """
+    if repin:
+        Server.objects.filter(pk=server.pk).update(host_key="", host_key_fingerprint="")
+        server.host_key = server.host_key_fingerprint = ""
     target = server.ssh_target()
 
     async def connect() -> str:
@@ -62,4 +84,9 @@ def check_server(server: Server) -> str:
     host_key = asyncio.run(connect())
     if not server.host_key:
         server.pin_host_key(host_key)
+        if server.host_key != host_key:
+            raise HostKeyChanged(
+                f"host key changed while it was being pinned: {server.address} "
+                f"presented another key than {server.host_key_fingerprint}"
+            )
     return server.host_key_fingerprint

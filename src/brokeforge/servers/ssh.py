@@ -14,6 +14,7 @@ import asyncio
 import logging
 import shlex
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ read -r _ _ _ _ __bf_pgid _ < /proc/$$/stat && printf '{PGID_MARKER}%s\\n' \
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 """
+
+# Pin the key an administrator is most likely to compare against first.
+HOST_KEY_ALGORITHMS = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+]
 
 OutputCallback = Callable[[str], Awaitable[None]]
 
@@ -145,6 +154,7 @@ class SSHSession:
                 agent_path=None,
                 config=None,
                 preferred_auth="publickey",
+                server_host_key_algs=HOST_KEY_ALGORITHMS,
                 connect_timeout=self.connect_timeout,
                 keepalive_interval=self.keepalive_interval,
                 keepalive_count_max=self.keepalive_count_max,
@@ -194,7 +204,8 @@ class SSHSession:
         return (
             f"host key changed: {t.address} presented {presented}, but "
             f"{expected} is pinned for {t.name}; nothing was run. If the server "
-            "was reinstalled, check its key and pin it again."
+            "was reinstalled, compare its key, then pin the new one with "
+            f"`brokeforge server check {t.name} --repin`."
         )
 
     async def run(
@@ -220,9 +231,13 @@ class SSHSession:
         pgid: list[int] = []
 
         async def pump(stream: asyncssh.SSHReader[str], is_stderr: bool) -> None:
-            async for line in stream:
-                if is_stderr and line.startswith(PGID_MARKER):
-                    pgid.append(int(line[len(PGID_MARKER) :].strip()))
+            async for raw in stream:
+                # NUL cannot be stored in a PostgreSQL text column.
+                line = raw.replace("\x00", "\ufffd")
+                marker = line[len(PGID_MARKER) :].strip()
+                is_marker = is_stderr and line.startswith(PGID_MARKER)
+                if is_marker and not pgid and marker.isdigit():
+                    pgid.append(int(marker))
                     continue
                 output.append(line)
                 if is_stderr and line.strip():
@@ -230,16 +245,29 @@ class SSHSession:
                 if on_output is not None:
                     await on_output(line)
 
+        started = time.monotonic()
         try:
-            process = await self._conn.create_process(
-                command, encoding="utf-8", errors="replace"
-            )
+            # A server can accept the login and never open the channel: the
+            # timeout covers starting the command, too.
+            try:
+                process = await asyncio.wait_for(
+                    self._conn.create_process(
+                        command, encoding="utf-8", errors="replace"
+                    ),
+                    timeout,
+                )
+            except TimeoutError:
+                raise CommandTimedOut(
+                    f"timed out after {timeout:g} s: the server never started "
+                    "the command"
+                ) from None
             process.stdin.write_eof()
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)
             )
             try:
-                await asyncio.wait_for(readers, timeout)
+                remaining = max(timeout - (time.monotonic() - started), 0.1)
+                await asyncio.wait_for(readers, remaining)
                 completed = await asyncio.wait_for(process.wait(), KILL_TIMEOUT)
             except TimeoutError:
                 await self._kill_group(pgid[0] if pgid else None)

@@ -28,7 +28,12 @@ def validate_host(value: str) -> None:
     except ValueError:
         pass
     labels = value.rstrip(".").split(".")
-    if len(value) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
+    # An all-digit last label is a mistyped address (256.1.1.1), not a name.
+    if (
+        len(value) > 253
+        or not all(_HOSTNAME_LABEL.match(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
         raise ValidationError(
             f"{value!r} is not a valid host: give an IP address or a DNS name."
         )
