@@ -18,6 +18,7 @@ KIND_NAMES = ("redis", "mariadb", "mysql")
 WAIT_POLL_SECONDS = 0.5
 NO_WORKER_HINT_SECONDS = 15
 LONG_RUNNING = {"serve", "web", "worker"}
+MAX_KEY_BYTES = 64 * 1024
 
 
 class CommandError(Exception):
@@ -215,22 +216,29 @@ def _cmd_createuser(args: argparse.Namespace) -> int:
 def _cmd_server_add(args: argparse.Namespace) -> int:
     _setup()
     from django.core.exceptions import ValidationError
+    from django.db import IntegrityError
 
     from brokeforge.servers.service import add_server
 
     key_text = None
     if args.key:
         try:
-            with open(args.key) as f:
-                key_text = f.read()
+            with open(args.key, "rb") as f:
+                key_text = f.read(MAX_KEY_BYTES + 1).decode()
         except OSError as exc:
             raise CommandError(f"cannot read {args.key}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"{args.key} is not a private key file") from None
+        if len(key_text) > MAX_KEY_BYTES:
+            raise CommandError(f"{args.key} is too large to be a private key")
     try:
         server = add_server(
             args.name, args.host, port=args.port, user=args.user, private_key=key_text
         )
     except ValidationError as exc:
         raise CommandError(_validation_text(exc)) from None
+    except IntegrityError:
+        raise CommandError(f"a server named {args.name!r} exists already") from None
     print(f"added server {server.name} ({server.user}@{server.address})")
     if key_text is None:
         print(f"Add this line to ~{server.user}/.ssh/authorized_keys on the server:")
