@@ -115,15 +115,7 @@ def test_it_fails_the_record_with_the_reason(server: Server):
 def test_it_retries_the_last_action_and_clears_the_error(
     server: Server, last_action: str, requested_status: RecordStatus
 ):
-    record = record_in(server, "failed", last_action)
-    Database.objects.filter(pk=record.pk).update(error_message="timed out after 5 s")
-    if last_action == "remove":
-        previous = machine.request(
-            record_in_status(record, "active"),
-            machine.Action.REMOVE,
-            params={"data": "keep"},
-        )
-        machine.fail(previous, "boom", "command_failed")
+    record = failed_after(server, last_action)
 
     operation = request_action(server, "redis", "retry")
 
@@ -136,9 +128,16 @@ def test_it_retries_the_last_action_and_clears_the_error(
         assert operation.attempt == 2
 
 
-def record_in_status(record: Database, status: str) -> Database:
-    Database.objects.filter(pk=record.pk).update(status=status)
-    return reload(record)
+def failed_after(server: Server, action: str) -> Database:
+    """Ask for `action` on Redis through the machine, then fail it."""
+    if action != "install":
+        record_in(server, "active")
+    params = {"data": "keep"} if action == "remove" else None
+    operation = request_action(server, "redis", action, params=params)
+    machine.fail(operation, "timed out after 5 s", "timed_out")
+    record = Database.objects.get()
+    assert record.status == RecordStatus.FAILED
+    return record
 
 
 def test_it_removes_a_failed_record_and_deletes_it_when_the_remover_succeeds(
