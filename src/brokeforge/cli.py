@@ -314,15 +314,20 @@ def _follow(operation_id: int) -> int:
     """Print an operation's output as it grows; exit status says how it ended."""
     from brokeforge.lifecycle.models import Operation, OperationState
 
-    printed = 0
+    printed = 0  # position in the whole output stream, not in the stored tail
     started = time.monotonic()
     hinted = False
     while True:
         operation = Operation.objects.get(pk=operation_id)
-        if len(operation.output) > printed:
-            sys.stdout.write(operation.output[printed:])
+        end = operation.output_dropped + len(operation.output)
+        if end > printed:
+            if printed < operation.output_dropped:
+                skipped = operation.output_dropped - printed
+                print(f"[... {skipped} characters of output skipped ...]")
+                printed = operation.output_dropped
+            sys.stdout.write(operation.output[printed - operation.output_dropped :])
             sys.stdout.flush()
-            printed = len(operation.output)
+            printed = end
         if operation.is_finished:
             break
         waited = time.monotonic() - started
@@ -382,6 +387,8 @@ def _cmd_log(args: argparse.Namespace) -> int:
     operation = Operation.objects.filter(pk=args.operation_id).first()
     if operation is None:
         raise CommandError(f"no operation {args.operation_id}")
+    if operation.output_dropped:
+        print(f"[... first {operation.output_dropped} characters not kept ...]")
     sys.stdout.write(operation.output)
     print(f"\noperation {operation.pk} {operation.state} {operation.error_message}")
     return 0

@@ -325,3 +325,20 @@ def test_it_stores_output_with_nul_bytes(
     assert operation.state == OperationState.SUCCEEDED, operation.error_message
     assert "progress\ufffd" in operation.output
     assert "\x00" not in record(scripted_server).version
+
+
+def test_it_keeps_the_tail_of_a_huge_output_and_counts_what_it_dropped(
+    scripted_server: Server, scripted_ssh: ScriptedSSHTestServer
+):
+    answer_as(scripted_ssh, DEBIAN_12)
+    scripted_ssh.add_rule(VERIFY, stdout="7.0.15\n")
+    lines = "".join(f"line {n:06d} {'x' * 90}\n" for n in range(4000))
+    scripted_ssh.add_rule(".", stdout=lines + "the last line\n")
+
+    operation = install(scripted_server)
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error_message
+    assert len(operation.output) <= 256 * 1024
+    assert operation.output_dropped > 0
+    assert "the last line" in operation.output
+    assert "line 000000" not in operation.output

@@ -128,7 +128,11 @@ class Operation(models.Model):
     error_message = models.TextField(blank=True)
     #: A stable name for the class of failure (timed_out, connect_failed, ...).
     reason_class = models.CharField(max_length=32, blank=True)
+    #: The last `MAX_OUTPUT_CHARS` of the output (see the runner).
     output = models.TextField(blank=True)
+    #: How many characters were dropped from the head of `output`; with it,
+    #: a follower knows where in the whole stream the stored text starts.
+    output_dropped = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-id"]

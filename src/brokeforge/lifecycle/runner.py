@@ -93,7 +93,8 @@ class OperationRunner:
         self.worker = worker
         self.output: list[str] = []
         self.output_chars = 0
-        self.trimmed = False
+        #: Characters dropped from the head to keep the stored output bounded.
+        self.dropped = 0
         self._last_flush = 0.0
         # Database work from inside the event loop goes to one thread, so
         # the loop never blocks on it and its connection is closed at the end.
@@ -252,23 +253,25 @@ class OperationRunner:
 
     def _log(self, text: str) -> None:
         if len(text) > MAX_OUTPUT_CHARS:
+            self.dropped += len(text) - MAX_OUTPUT_CHARS
             text = text[-MAX_OUTPUT_CHARS:]
-            self.trimmed = True
         self.output.append(text)
         self.output_chars += len(text)
         while self.output_chars > MAX_OUTPUT_CHARS and len(self.output) > 1:
-            self.output_chars -= len(self.output.pop(0))
-            self.trimmed = True
+            gone = len(self.output.pop(0))
+            self.output_chars -= gone
+            self.dropped += gone
 
     def _flush(self) -> None:
         """Write the output so far and the heartbeat, if this worker still holds it."""
         self._last_flush = time.monotonic()
-        text = "".join(self.output)
-        if self.trimmed:
-            text = "[... earlier output trimmed ...]\n" + text
         Operation.objects.filter(
             pk=self.operation_id, state=OperationState.RUNNING, worker_id=self.worker
-        ).update(output=text, heartbeat_at=timezone.now())
+        ).update(
+            output="".join(self.output),
+            output_dropped=self.dropped,
+            heartbeat_at=timezone.now(),
+        )
 
 
 def _summarize(stderr_tail: str, output: str) -> str:
