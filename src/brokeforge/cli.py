@@ -28,6 +28,9 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The database, its WAL files and the secrets are for this user alone,
+    # whatever the data directory's own mode.
+    os.umask(0o077)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brokeforge.settings")
     if args.command not in LONG_RUNNING and not args.verbose:
         # A one-shot command prints its own results; the log is for -v.

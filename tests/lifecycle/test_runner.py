@@ -342,3 +342,14 @@ def test_it_keeps_the_tail_of_a_huge_output_and_counts_what_it_dropped(
     assert operation.output_dropped > 0
     assert "the last line" in operation.output
     assert "line 000000" not in operation.output
+
+
+def test_it_times_out_a_server_that_never_opens_the_command_channel(
+    scripted_server: Server, scripted_ssh: ScriptedSSHTestServer
+):
+    scripted_ssh.stall_sessions = True
+
+    operation = install(scripted_server, timeout=2)
+
+    assert operation.reason_class == "timed_out"
+    assert record(scripted_server).error_message.startswith("timed out after 2 s")

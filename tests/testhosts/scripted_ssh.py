@@ -177,6 +177,8 @@ class ScriptedSSHServer:
     def __init__(self, authorized_keys: list[str] | None = None) -> None:
         self.authorized_keys: list[str] = list(authorized_keys or [])
         self.refuse_auth = False
+        #: Accept logins but never open a channel for a command.
+        self.stall_sessions = False
         self.host_key: asyncssh.SSHKey = asyncssh.generate_private_key("ssh-ed25519")
         self.port: int = 0
         self._rules: list[Rule] = []
@@ -226,7 +228,6 @@ class ScriptedSSHServer:
             LOOPBACK,
             0,
             server_host_keys=[self.host_key],
-            process_factory=self._handle,
             encoding=None,
             allow_pty=True,
         )
@@ -516,3 +517,13 @@ class _ServerCallbacks(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return self._owner._is_authorized(key)
+
+    def session_requested(self) -> Any:
+        """Open a session for `_handle`, or never answer when sessions stall.
+
+        This is what `process_factory` would do, made explicit so that
+        `stall_sessions` can leave the client waiting for its channel.
+        """
+        if self._owner.stall_sessions:
+            return asyncio.Event().wait()  # never set: the channel never opens
+        return asyncssh.SSHServerProcess(self._owner._handle, None, 0, False)

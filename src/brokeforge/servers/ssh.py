@@ -258,7 +258,7 @@ class SSHSession:
                 )
             except TimeoutError:
                 raise CommandTimedOut(
-                    f"timed out after {timeout:g} s: the server never started "
+                    f"timed out after {timeout:.0f} s: the server never started "
                     "the command"
                 ) from None
             process.stdin.write_eof()
@@ -273,14 +273,15 @@ class SSHSession:
                 await self._kill_group(pgid[0] if pgid else None)
                 process.close()
                 raise CommandTimedOut(
-                    f"timed out after {timeout:g} s",
+                    f"timed out after {timeout:.0f} s",
                     output_tail="".join(output[-STDERR_TAIL_LINES:]),
                 ) from None
         except (asyncssh.DisconnectError, asyncssh.ChannelOpenError, OSError) as exc:
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             raise ConnectionLost(
                 f"lost SSH connection to {self.target.name} "
-                f"({self.target.address}): {reason}",
+                f"({self.target.address}): {reason}; the command may still "
+                f"run there until its time limit ({remote_limit} s)",
                 output_tail="".join(output[-STDERR_TAIL_LINES:]),
             ) from None
 
