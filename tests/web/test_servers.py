@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from brokeforge.lifecycle.models import RecordStatus
 from brokeforge.packages.models import Database
+from brokeforge.packages.service import request_action
 from brokeforge.servers.keys import generate_key_pair
 from brokeforge.servers.models import Server
 from brokeforge.servers.ssh import AuthenticationRefused
@@ -167,3 +168,43 @@ def test_it_treats_an_empty_post_as_missing_fields(signed_in: Client, db: None) 
 
     assert set(response.context["form"].errors) == {"name", "host", "port", "user"}
     assert not Server.objects.exists()
+
+
+def test_it_pins_a_new_host_key_on_request(
+    signed_in: Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Server.objects.filter(pk=server.pk).update(host_key_fingerprint="SHA256:old")
+    asked: list[bool] = []
+
+    def fake_check(target: Server, *, repin: bool = False) -> str:
+        asked.append(repin)
+        return "SHA256:new"
+
+    monkeypatch.setattr(views, "check_server", fake_check)
+
+    response = signed_in.post(reverse("server-repin", args=[server.name]), follow=True)
+
+    assert asked == [True]
+    assert "Pinned web-1's host key SHA256:new (before: SHA256:old)." in page_text(
+        response.content
+    )
+    assert signed_in.get(reverse("server-repin", args=[server.name])).status_code == 405
+
+
+def test_it_removes_a_server_from_brokeforge(signed_in: Client, server: Server) -> None:
+    response = signed_in.post(reverse("server-remove", args=[server.name]), follow=True)
+
+    assert response.redirect_chain == [(reverse("server-list"), 302)]
+    assert "Removed web-1 from BrokeForge" in page_text(response.content)
+    assert not Server.objects.exists()
+
+
+def test_it_refuses_to_remove_a_server_with_an_unfinished_operation(
+    signed_in: Client, server: Server
+) -> None:
+    request_action(server, "redis", "install")
+
+    response = signed_in.post(reverse("server-remove", args=[server.name]), follow=True)
+
+    assert "has an unfinished operation" in page_text(response.content)
+    assert Server.objects.filter(pk=server.pk).exists()

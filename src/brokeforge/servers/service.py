@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from brokeforge.servers.keys import generate_key_pair, import_private_key
+from brokeforge.servers.keys import fingerprint, generate_key_pair, import_private_key
 from brokeforge.servers.models import Server
 from brokeforge.servers.ssh import CommandFailed, HostKeyChanged, SSHSession
 
@@ -64,10 +65,12 @@ def check_server(server: Server, *, repin: bool = False) -> str:
     Raises the executor's `OperationFailure` subclasses with their reasons
     (connection refused, authentication refused, host key changed, ...).
     """
-    if repin:
-        Server.objects.filter(pk=server.pk).update(host_key="", host_key_fingerprint="")
-        server.host_key = server.host_key_fingerprint = ""
     target = server.ssh_target()
+    if repin:
+        # Trust what the server presents for this one connection; the old
+        # pin stays until the new key is known, so a failed check loses
+        # nothing.
+        target = replace(target, pinned_host_key="")
 
     async def connect() -> str:
         async with SSHSession(
@@ -82,7 +85,12 @@ def check_server(server: Server, *, repin: bool = False) -> str:
             return session.host_key
 
     host_key = asyncio.run(connect())
-    if not server.host_key:
+    if repin:
+        Server.objects.filter(pk=server.pk).update(
+            host_key=host_key, host_key_fingerprint=fingerprint(host_key)
+        )
+        server.refresh_from_db(fields=["host_key", "host_key_fingerprint"])
+    elif not server.host_key:
         server.pin_host_key(host_key)
         if server.host_key != host_key:
             raise HostKeyChanged(

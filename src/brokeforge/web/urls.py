@@ -18,6 +18,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("servers/<slug:name>/", views.server_detail, name="server-detail"),
     path("servers/<slug:name>/check/", views.server_check, name="server-check"),
+    path("servers/<slug:name>/repin/", views.server_repin, name="server-repin"),
+    path("servers/<slug:name>/remove/", views.server_remove, name="server-remove"),
     path(
         "servers/<slug:name>/<slug:kind>/<slug:action>/",
         views.database_action,

@@ -18,7 +18,7 @@ from brokeforge.lifecycle.models import Operation
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
-from brokeforge.servers.service import add_server, check_server
+from brokeforge.servers.service import add_server, check_server, remove_server
 from brokeforge.web.display import (
     ACTION_ORDER,
     DATA_CHOICES,
@@ -109,6 +109,40 @@ def server_check(request: HttpRequest, name: str) -> HttpResponse:
             f"Connected to {server.name}; host key {host_key_fingerprint}.",
         )
     return redirect("server-detail", name=server.name)
+
+
+@login_required
+@require_POST
+def server_repin(request: HttpRequest, name: str) -> HttpResponse:
+    """Pin the key the server presents now (after a reinstall)."""
+    server = get_object_or_404(Server, name=name)
+    previous = server.host_key_fingerprint or "none"
+    try:
+        host_key_fingerprint = check_server(server, repin=True)
+    except OperationFailure as exc:
+        messages.error(request, f"Pinning a new host key failed: {exc.message}")
+    else:
+        messages.success(
+            request,
+            f"Pinned {server.name}'s host key {host_key_fingerprint} "
+            f"(before: {previous}).",
+        )
+    return redirect("server-detail", name=server.name)
+
+
+@login_required
+@require_POST
+def server_remove(request: HttpRequest, name: str) -> HttpResponse:
+    server = get_object_or_404(Server, name=name)
+    try:
+        remove_server(server)
+    except ActionRefused as exc:
+        messages.error(request, f"Refused: {exc}")
+        return redirect("server-detail", name=server.name)
+    messages.success(
+        request, f"Removed {name} from BrokeForge; nothing was changed on the server."
+    )
+    return redirect("server-list")
 
 
 @login_required
