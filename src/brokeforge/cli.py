@@ -166,11 +166,9 @@ def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _setup() -> None:
-    import django
-    from django.core.management import call_command
+    from brokeforge.home import setup_django
 
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    setup_django()
 
 
 def _get_server(name: str) -> Any:

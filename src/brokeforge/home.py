@@ -30,6 +30,23 @@ def ensure_home() -> Path:
     return home
 
 
+def setup_django() -> None:
+    """Load Django and bring the database schema up to date.
+
+    Every command does this; a file lock in the data directory keeps two
+    commands started at once from racing to create the same tables.
+    """
+    import fcntl
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    with open(ensure_home() / "migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        call_command("migrate", verbosity=0, interactive=False)
+
+
 def read_secret(name: str) -> str:
     return (ensure_home() / name).read_text().strip()
 

@@ -36,11 +36,9 @@ def _die_with_parent() -> None:
 
 
 def _setup() -> None:
-    import django
-    from django.core.management import call_command
+    from brokeforge.home import setup_django
 
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    setup_django()
 
 
 def describe_exit(returncode: int) -> str:
