@@ -269,6 +269,12 @@ class SSHSession:
                 remaining = max(timeout - (time.monotonic() - started), 0.1)
                 await asyncio.wait_for(readers, remaining)
                 completed = await asyncio.wait_for(process.wait(), KILL_TIMEOUT)
+            except asyncio.CancelledError:
+                # Cancelled from outside (a person's cancel, a worker
+                # shutdown): the remote command must not outlive it.
+                await self._kill_group(pgid[0] if pgid else None)
+                process.close()
+                raise
             except TimeoutError:
                 await self._kill_group(pgid[0] if pgid else None)
                 process.close()
