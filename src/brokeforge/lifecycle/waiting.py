@@ -38,7 +38,7 @@ def waiting_reason(operation: Operation) -> str | None:
         line = lock_lines[-1].removeprefix("Waiting for cache lock: ").rstrip(". ")
         if line.startswith("waiting for"):
             return line
-        return f"waiting for the package manager lock ({line})"
+        return f"waiting for the package manager lock: {line}"
     if operation.heartbeat_at is not None:
         silent = (timezone.now() - operation.heartbeat_at).total_seconds()
         if silent > workers.lease_seconds() / 2:
