@@ -390,19 +390,29 @@ def database_away() -> Callable[[float], threading.Thread]:
         else:
             # New connections refused and current ones cut, as while
             # PostgreSQL restarts; this test's own connection stays.
-            name = connection.settings_dict["NAME"]
-            with connection.cursor() as cursor:
-                cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    [name],
-                )
+            import psycopg
+
+            sd = connection.settings_dict
+            name = sd["NAME"]
+            admin = psycopg.connect(
+                dbname="postgres",
+                user=sd["USER"],
+                password=sd.get("PASSWORD") or None,
+                host=sd.get("HOST") or sd.get("OPTIONS", {}).get("host"),
+                autocommit=True,
+            )
+            ours = connection.cursor().connection.info.backend_pid
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> %s",
+                [name, ours],
+            )
 
             def release() -> None:
                 time.sleep(seconds)
-                with connection.cursor() as cursor:
-                    cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                admin.close()
 
         thread = threading.Thread(target=release)
         held.append(thread)
