@@ -26,7 +26,18 @@ DATA_CHOICES = ("keep", "delete")
 # lock, which that option does not cover, so it is retried here while the
 # error is a busy lock.
 APT_FUNCTIONS = r"""
+# A package run cut short (a timeout, a cancel, a lost worker) leaves dpkg
+# "interrupted", and apt then refuses everything until it is finished: do
+# that first, so Retry works after any of those.
+bf_finish_interrupted() {
+  if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
+    echo "== finishing an interrupted earlier package run (dpkg --configure -a)"
+    dpkg --force-confdef --force-confold --configure -a
+  fi
+}
+
 bf_apt() {
+  bf_finish_interrupted
   apt-get -y -q -o DPkg::Lock::Timeout="$BF_LOCK_TIMEOUT" \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
 }
