@@ -1,14 +1,31 @@
-"""What the pages show, gathered from the models and the state machine."""
+"""What the pages show, gathered from the models and the state machine.
+
+The server page is made of *families* (databases today; PHP, nginx, the
+firewall and the rest as the catalog grows). Each family says which record
+model it shows and how to build its rows, so the page, the row partial and
+the event stream all work from the one list in `FAMILIES`.
+"""
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db.models import Count
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from brokeforge.lifecycle.machine import allowed_actions
-from brokeforge.lifecycle.models import Operation, RecordStatus
+from brokeforge.lifecycle.models import (
+    Event,
+    ManagedRecord,
+    Operation,
+    OperationState,
+    RecordStatus,
+)
 from brokeforge.packages.apt import BACKUP_DIR
 from brokeforge.packages.models import Database
 from brokeforge.packages.registry import KINDS
@@ -24,16 +41,48 @@ DATA_CHOICES = (
     ("delete", "delete"),
 )
 
+#: How many lines of a failed record's error the row shows; the operation
+#: page has all of it and the output.
+ERROR_PREVIEW_LINES = 4
+ERROR_PREVIEW_CHARS = 600
+
+#: An operation is "taking longer than usual" past this many times the
+#: median of earlier successes, and at least `SLOW_MARGIN` past it.
+SLOW_FACTOR = 2
+SLOW_MARGIN = timedelta(seconds=30)
+#: How many earlier successes the median is taken over (the newest ones).
+SLOW_SAMPLE = 20
+
+#: What a badge says next to its colour, so status never rests on colour.
+STATUS_SYMBOLS = {
+    "pending": "…",
+    "installing": "⟳",
+    "updating": "⟳",
+    "uninstalling": "⟳",
+    "active": "✓",
+    "failed": "✗",
+    "queued": "…",
+    "running": "⟳",
+    "succeeded": "✓",
+    "cancelled": "⊘",
+}
+
 
 @dataclass(frozen=True)
-class DatabaseRow:
-    """One kind on one server: its record (if any) and what may be asked of it."""
+class RecordRow:
+    """One row of a family's table: a record (or a free slot) and its actions."""
 
+    #: Unique on the page and stable across changes, e.g. "database-redis";
+    #: the row's element id, its partial's URL and its event name.
+    key: str
     kind: str
     label: str
-    record: Database | None
+    record: ManagedRecord | None
     operation: Operation | None
     actions: tuple[str, ...]
+    version: str = ""
+    #: Why a busy record is not moving yet, or that it is slow; "" if neither.
+    waiting: str = ""
 
     @property
     def status(self) -> str:
@@ -43,22 +92,181 @@ class DatabaseRow:
     def is_busy(self) -> bool:
         return self.record is not None and self.record.is_busy
 
+    @property
+    def error_preview(self) -> str:
+        """The first lines of a failed record's error."""
+        if self.record is None or self.record.status != RecordStatus.FAILED:
+            return ""
+        return preview(self.record.error_message)
 
-def database_rows(server: Server) -> list[DatabaseRow]:
-    rows = []
-    for kind_name, record in records_by_kind(server):
-        allowed = allowed_actions(record)
-        actions = tuple(a for a in ACTION_ORDER if a in allowed)
-        rows.append(
-            DatabaseRow(
-                kind=kind_name,
-                label=KINDS[kind_name].label,
-                record=record,
-                operation=record.current_operation() if record else None,
-                actions=actions,
-            )
+    @property
+    def error_is_cut(self) -> bool:
+        return self.error_preview != (
+            self.record.error_message.strip() if self.record else ""
         )
-    return rows
+
+
+@dataclass(frozen=True)
+class Family:
+    """A section of the server page: one record model and its rows."""
+
+    name: str
+    title: str
+    model: type[ManagedRecord]
+    #: Every row of this family on a server, in display order.
+    rows: Callable[[Server], list[RecordRow]]
+    #: The row named by the part of its key after "<name>-", or None.
+    row: Callable[[Server, str], RecordRow | None]
+    #: The part of the row key after "<name>-" for an event of this family.
+    event_key: Callable[[Event], str | None]
+
+
+def preview(text: str) -> str:
+    lines = text.strip().splitlines()[:ERROR_PREVIEW_LINES]
+    shown = "\n".join(lines)
+    if len(shown) > ERROR_PREVIEW_CHARS:
+        shown = shown[:ERROR_PREVIEW_CHARS].rstrip() + " …"
+    return shown
+
+
+def _database_row(kind_name: str, record: Database | None) -> RecordRow:
+    allowed = allowed_actions(record)
+    operation = record.current_operation() if record else None
+    return RecordRow(
+        key=f"database-{kind_name}",
+        kind=kind_name,
+        label=KINDS[kind_name].label,
+        record=record,
+        operation=operation,
+        actions=tuple(a for a in ACTION_ORDER if a in allowed),
+        version=record.version if record else "",
+        waiting=waiting_text(operation) if record and record.is_busy else "",
+    )
+
+
+def database_rows(server: Server) -> list[RecordRow]:
+    return [_database_row(kind, record) for kind, record in records_by_kind(server)]
+
+
+def database_row(server: Server, kind_name: str) -> RecordRow | None:
+    if kind_name not in KINDS:
+        return None
+    record = Database.objects.filter(server=server, kind=kind_name).first()
+    return _database_row(kind_name, record)
+
+
+def database_event_key(event: Event) -> str | None:
+    # A removal's record is gone; its operation still names the kind.
+    if event.operation is not None:
+        return event.operation.kind
+    record = Database.objects.filter(pk=event.record_id).first()
+    return record.kind if record else None
+
+
+# Shortcoming: only the database family exists until the catalog generalizes
+# package kinds (branch `catalog`, /work/coord/catalog-contract.md); each new
+# family becomes one more entry here.
+FAMILIES: Sequence[Family] = (
+    Family(
+        name="database",
+        title="Databases",
+        model=Database,
+        rows=database_rows,
+        row=database_row,
+        event_key=database_event_key,
+    ),
+)
+
+
+def family_named(name: str) -> Family | None:
+    return next((f for f in FAMILIES if f.name == name), None)
+
+
+def row_by_key(server: Server, key: str) -> RecordRow | None:
+    """The row a key such as "database-redis" names, or None."""
+    family_name, _, rest = key.partition("-")
+    family = family_named(family_name)
+    return family.row(server, rest) if family and rest else None
+
+
+def row_key_of(event: Event) -> str | None:
+    """The key of the row an event changes, or None if no page shows it."""
+    for family in FAMILIES:
+        if event.record_type.model_class() is family.model:
+            rest = family.event_key(event)
+            return f"{family.name}-{rest}" if rest else None
+    return None
+
+
+def operations_of(server: Server, key: str = "") -> QuerySet[Operation]:
+    """The server's operations, newest first; with a row key, that row's only."""
+    operations = server.operations.order_by("-id")
+    if not key:
+        return operations
+    family_name, _, rest = key.partition("-")
+    family = family_named(family_name)
+    if family is None:
+        return operations.none()
+    return operations.filter(
+        record_type=ContentType.objects.get_for_model(family.model), kind=rest
+    )
+
+
+def sections(server: Server) -> list[tuple[Family, list[RecordRow]]]:
+    return [(family, family.rows(server)) for family in FAMILIES]
+
+
+def typical_duration(operation: Operation) -> timedelta | None:
+    """The median duration of earlier successes of this kind and action."""
+    earlier = (
+        Operation.objects.filter(
+            kind=operation.kind,
+            action=operation.action,
+            state=OperationState.SUCCEEDED,
+            started_at__isnull=False,
+            finished_at__isnull=False,
+            pk__lt=operation.pk,
+        )
+        .order_by("-pk")
+        .values_list("started_at", "finished_at")[:SLOW_SAMPLE]
+    )
+    durations = [
+        (end - start).total_seconds() for start, end in earlier if start and end
+    ]
+    if not durations:
+        return None
+    return timedelta(seconds=statistics.median(durations))
+
+
+def slowness(operation: Operation, now: datetime | None = None) -> str:
+    """ "taking longer than usual …" for a running operation well past its norm."""
+    if operation.state != OperationState.RUNNING or operation.started_at is None:
+        return ""
+    typical = typical_duration(operation)
+    if typical is None:
+        return ""
+    elapsed = (now or timezone.now()) - operation.started_at
+    if elapsed < max(typical * SLOW_FACTOR, typical + SLOW_MARGIN):
+        return ""
+    return (
+        f"taking longer than usual: running for {duration_text(elapsed)}, "
+        f"usually done in {duration_text(typical)}"
+    )
+
+
+def waiting_text(operation: Operation | None, now: datetime | None = None) -> str:
+    """Why an unfinished operation is where it is, in a person's words."""
+    if operation is None or operation.is_finished:
+        return ""
+    return slowness(operation, now)
+
+
+def duration_text(span: timedelta) -> str:
+    """A span as a person reads it: "12 s", "3 min 5 s"."""
+    total = int(span.total_seconds())
+    if total < 120:
+        return f"{total} s"
+    return f"{total // 60} min {total % 60} s"
 
 
 def status_counts() -> dict[int, list[tuple[str, int]]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import django_htmx
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -14,18 +17,28 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
-from brokeforge.lifecycle.models import Operation
+from brokeforge.lifecycle.machine import refusal
+from brokeforge.lifecycle.models import Action, Operation
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
 from brokeforge.servers.service import add_server, check_server, remove_server
+from brokeforge.web.access import visible_server, visible_servers
 from brokeforge.web.display import (
     ACTION_ORDER,
-    DATA_CHOICES,
-    database_rows,
+    operations_of,
+    row_by_key,
+    sections,
     status_counts,
+    waiting_text,
 )
-from brokeforge.web.forms import ServerForm
+from brokeforge.web.events import latest_event_id
+from brokeforge.web.forms import RemoveForm, ServerForm
+
+#: How many operations the server page lists; the operations page has more.
+RECENT_OPERATIONS = 20
+#: How many operations the operations page lists.
+OPERATIONS_PAGE = 200
 
 
 @require_http_methods(["GET", "POST"])
@@ -77,28 +90,76 @@ def server_list(request: HttpRequest) -> HttpResponse:
             )
             return redirect("server-detail", name=server.name)
     counts = status_counts()
-    servers = [(server, counts.get(server.pk, [])) for server in Server.objects.all()]
+    servers = [
+        (server, counts.get(server.pk, [])) for server in visible_servers(request.user)
+    ]
     return render(request, "web/server_list.html", {"servers": servers, "form": form})
 
 
 @login_required
 @require_GET
 def server_detail(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
-    operations = server.operations.select_related("requested_by").order_by("-id")
+    server = visible_server(request.user, name)
+    # Read the event mark before the rows: a change committed in between is
+    # then sent again by the stream, never lost.
+    after = latest_event_id()
     context = {
         "server": server,
-        "rows": database_rows(server),
-        "operations": operations[:20],
-        "data_choices": DATA_CHOICES,
+        "sections": sections(server),
+        "operations": _recent_operations(server),
+        "after": after,
     }
     return render(request, "web/server_detail.html", context)
 
 
 @login_required
+@require_GET
+def record_row(request: HttpRequest, name: str, key: str) -> HttpResponse:
+    """One record's table row, re-rendered when its event arrives."""
+    server = visible_server(request.user, name)
+    row = row_by_key(server, key)
+    if row is None:
+        raise Http404("no such row")
+    context = {"server": server, "row": row}
+    return render(request, "web/partials/record_row.html", context)
+
+
+@login_required
+@require_GET
+def server_operations_table(request: HttpRequest, name: str) -> HttpResponse:
+    server = visible_server(request.user, name)
+    context = {"server": server, "operations": _recent_operations(server)}
+    return render(request, "web/partials/operations_table.html", context)
+
+
+@login_required
+@require_GET
+def server_operations(request: HttpRequest, name: str) -> HttpResponse:
+    """Every operation on a server, or on one of its rows (`?row=database-redis`)."""
+    server = visible_server(request.user, name)
+    key = request.GET.get("row", "")
+    row = row_by_key(server, key) if key else None
+    if key and row is None:
+        raise Http404("no such row")
+    operations = operations_of(server, key).select_related("requested_by")
+    context = {
+        "server": server,
+        "row": row,
+        "operations": operations[:OPERATIONS_PAGE],
+        "limit": OPERATIONS_PAGE,
+    }
+    return render(request, "web/server_operations.html", context)
+
+
+def _recent_operations(server: Server) -> list[Operation]:
+    operations = server.operations.select_related("requested_by").order_by("-id")
+    return list(operations[:RECENT_OPERATIONS])
+
+
+@login_required
 @require_POST
 def server_check(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     try:
         host_key_fingerprint = check_server(server)
     except OperationFailure as exc:
@@ -115,7 +176,7 @@ def server_check(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def server_repin(request: HttpRequest, name: str) -> HttpResponse:
     """Pin the key the server presents now (after a reinstall)."""
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     previous = server.host_key_fingerprint or "none"
     try:
         host_key_fingerprint = check_server(server, repin=True)
@@ -133,7 +194,7 @@ def server_repin(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 @require_POST
 def server_remove(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     try:
         remove_server(server)
     except ActionRefused as exc:
@@ -146,15 +207,31 @@ def server_remove(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def database_action(
     request: HttpRequest, name: str, kind: str, action: str
 ) -> HttpResponse:
-    """Ask for install, update, remove or retry; a refusal changes nothing."""
-    server = get_object_or_404(Server, name=name)
+    """Ask for install, update, remove or retry; a refusal changes nothing.
+
+    Remove is destructive, so it takes a confirm step: GET (or a POST without
+    `confirm`) shows what it will do and asks about the data; only the
+    confirmed POST acts.
+    """
+    server = visible_server(request.user, name)
     if kind not in KINDS or action not in ACTION_ORDER:
         raise Http404("no such package kind or action")
-    params = {"data": request.POST.get("data", "")} if action == "remove" else None
+    params = None
+    if action == "remove":
+        if request.method == "GET" or "confirm" not in request.POST:
+            chosen = {"data_choice": request.POST.get("data_choice")}
+            form = RemoveForm(KINDS[kind], initial=chosen)
+            return _confirm_remove(request, server, kind, form)
+        form = RemoveForm(KINDS[kind], request.POST)
+        if not form.is_valid():
+            return _confirm_remove(request, server, kind, form, status=400)
+        params = {"data": form.cleaned_data["data_choice"]}
+    elif request.method == "GET":
+        return redirect("server-detail", name=server.name)
     try:
         operation = request_action(
             server, kind, action, user=request.user, params=params
@@ -173,10 +250,74 @@ def database_action(
     return redirect("server-detail", name=server.name)
 
 
+def _confirm_remove(
+    request: HttpRequest, server: Server, kind: str, form: RemoveForm, status: int = 200
+) -> HttpResponse:
+    row = row_by_key(server, f"database-{kind}")
+    assert row is not None
+    if "remove" not in row.actions:
+        messages.error(request, f"Refused: {refusal(row.record, Action.REMOVE)}")
+        return redirect("server-detail", name=server.name)
+    context = {"server": server, "row": row, "form": form, "kind": kind}
+    return render(request, "web/confirm_remove.html", context, status=status)
+
+
 @login_required
 @require_GET
 def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    operation = get_object_or_404(
-        Operation.objects.select_related("server", "requested_by"), pk=pk
+    operation = _visible_operation(request, pk)
+    context = {
+        "operation": operation,
+        "position": operation.output_dropped + len(operation.output),
+        "waiting": waiting_text(operation),
+    }
+    return render(request, "web/operation_detail.html", context)
+
+
+@login_required
+@require_GET
+def operation_output(request: HttpRequest, pk: int) -> HttpResponse:
+    """The output after `?offset=` (a position in the whole stream), for the tail.
+
+    While the operation runs, the answer ends with the element that asks for
+    the next part; once it ended, it also refreshes the summary.
+    """
+    operation = _visible_operation(request, pk)
+    try:
+        offset = max(0, int(request.GET.get("offset", "0")))
+    except ValueError:
+        return HttpResponse("offset must be a whole number\n", status=400)
+    dropped = operation.output_dropped
+    skipped = max(0, dropped - offset)
+    context = {
+        "operation": operation,
+        "text": operation.output[max(0, offset - dropped) :],
+        "skipped": skipped,
+        "position": dropped + len(operation.output),
+        "waiting": waiting_text(operation),
+    }
+    return render(request, "web/partials/output_tail.html", context)
+
+
+def _visible_operation(request: HttpRequest, pk: int) -> Operation:
+    operations = Operation.objects.select_related("server", "requested_by").filter(
+        server__in=visible_servers(request.user)
     )
-    return render(request, "web/operation_detail.html", {"operation": operation})
+    return get_object_or_404(operations, pk=pk)
+
+
+_STATIC = {
+    "htmx.js": "htmx-2.min.js",
+    "htmx-sse.js": "ext/hx-sse-2.min.js",
+}
+
+
+@require_GET
+def static_file(request: HttpRequest, name: str) -> HttpResponse:
+    """htmx and its SSE extension, as django-htmx ships them (no build step)."""
+    if name not in _STATIC:
+        raise Http404("no such file")
+    path = Path(django_htmx.__file__).parent / "static/django_htmx" / _STATIC[name]
+    response = HttpResponse(path.read_bytes(), content_type="text/javascript")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
