@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+BROKEFORGE = [sys.executable, "-m", "brokeforge"]
 USERNAME = "admin"
 PASSWORD = "a long and unusual passphrase 42"
 #: Where the screenshots shown in the README are written.
@@ -72,8 +73,7 @@ class Served:
     def start(self) -> None:
         with self.log.open("a") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "brokeforge", "serve"]
-                + ["--port", str(self.port), "--workers", "1"],
+                [*BROKEFORGE, "serve", "--port", str(self.port), "--workers", "1"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -102,7 +102,7 @@ class Served:
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "brokeforge", *args],
+            [*BROKEFORGE, *args],
             env=self.env,
             input=stdin,
             capture_output=True,
