@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import asyncssh
 
@@ -99,6 +100,11 @@ class CommandResult:
     exit_status: int
     output: str
     stderr_tail: str
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class SSHSession:
@@ -265,10 +271,19 @@ class SSHSession:
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)
             )
+            # Cut short by a timeout or a cancel, the readers end cancelled:
+            # that outcome is expected and must not be reported as lost.
+            readers.add_done_callback(_consume_outcome)
             try:
                 remaining = max(timeout - (time.monotonic() - started), 0.1)
                 await asyncio.wait_for(readers, remaining)
                 completed = await asyncio.wait_for(process.wait(), KILL_TIMEOUT)
+            except asyncio.CancelledError:
+                # Cancelled from outside (a person's cancel, a worker
+                # shutdown): the remote command must not outlive it.
+                await self._kill_group(pgid[0] if pgid else None)
+                process.close()
+                raise
             except TimeoutError:
                 await self._kill_group(pgid[0] if pgid else None)
                 process.close()
