@@ -63,7 +63,7 @@ def test_it_shows_a_failure_then_a_retry_live(
 
     page.goto("/servers/scripted/")
     wait_live(page)
-    row.get_by_role("button", name="Install").click()
+    row.get_by_role("button", name="Install", exact=True).click()
     mark(page)
     expect(row.locator("td.status .badge-installing")).to_be_visible()
     expect(row.locator("td.status .badge-failed")).to_be_visible(timeout=20_000)
@@ -71,7 +71,7 @@ def test_it_shows_a_failure_then_a_retry_live(
     assert_not_reloaded(page)
     expect(row.locator("pre.error")).to_have_text(f"{APT_ERROR} (exit status 100)")
     expect(row.get_by_role("button", name="Retry")).to_be_visible()
-    expect(row.get_by_role("button", name="Install")).to_have_count(0)
+    expect(row.get_by_role("button", name="Install", exact=True)).to_have_count(0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "server-page-failed.png", full_page=True)
 
@@ -142,3 +142,45 @@ def test_it_shows_cli_changes_and_resumes_after_a_restart(
     expect(row).to_contain_text("(attempt 2)", timeout=20_000)
     expect(row.locator("td.status .badge-failed")).to_be_visible(timeout=20_000)
     assert_not_reloaded(page)
+
+
+def test_it_cancels_a_running_operation_and_tails_its_output_live(
+    page: Page,
+    brokeforge: Served,
+    scripted_ssh: ScriptedSSHTestServer,
+    tmp_path: Path,
+) -> None:
+    scripted_ssh.add_rule("cat /etc/os-release", stdout=DEBIAN_12)
+    # The install prints a line, then hangs until it is cancelled.
+    scripted_ssh.add_rule(
+        "bf_", stdout="Reading package lists... Done\n", hang=True, times=1
+    )
+    scripted_ssh.add_rule(".")  # the kill of the remote process group
+    key = scripted_ssh.client_key.export_private_key()
+    brokeforge.add_server("hangs", scripted_ssh.port, key, tmp_path)
+    row = page.locator("#row-database-redis")
+    page.goto("/servers/hangs/")
+    wait_live(page)
+    row.get_by_role("button", name="Install", exact=True).click()
+    expect(row.locator("td.status .badge-installing")).to_be_visible()
+
+    # The operation page tails the output while the operation runs.
+    row.get_by_role("link", name=re.compile(r"operation #\d+")).first.click()
+    mark(page)
+    expect(page.locator("#output")).to_contain_text(
+        "Reading package lists... Done", timeout=20_000
+    )
+    expect(page.locator("#op-state .badge-running")).to_be_visible()
+    page.goto("/servers/hangs/")
+    wait_live(page)
+    mark(page)
+    expect(row.get_by_role("button", name="Install", exact=True)).to_have_count(0)
+    row.get_by_role("button", name="Cancel install").click()
+    mark(page)
+
+    expect(row.locator("td.status .badge-failed")).to_be_visible(timeout=20_000)
+    expect(row.locator("pre.error")).to_contain_text("cancelled by admin while it ran")
+    expect(row.get_by_role("button", name="Retry")).to_be_visible()
+    expect(row.get_by_role("button", name=re.compile("^Cancel"))).to_have_count(0)
+    assert_not_reloaded(page)
+    assert brokeforge.status("hangs")["redis"]["status"] == "failed"

@@ -26,6 +26,7 @@ from brokeforge.lifecycle.models import (
     OperationState,
     RecordStatus,
 )
+from brokeforge.lifecycle.waiting import waiting_reason
 from brokeforge.packages.apt import BACKUP_DIR
 from brokeforge.packages.models import Database
 from brokeforge.packages.registry import KINDS
@@ -91,6 +92,11 @@ class RecordRow:
     @property
     def is_busy(self) -> bool:
         return self.record is not None and self.record.is_busy
+
+    @property
+    def can_cancel(self) -> bool:
+        """Cancel is offered while the record's operation is queued or running."""
+        return self.operation is not None and not self.operation.is_finished
 
     @property
     def error_preview(self) -> str:
@@ -255,10 +261,16 @@ def slowness(operation: Operation, now: datetime | None = None) -> str:
 
 
 def waiting_text(operation: Operation | None, now: datetime | None = None) -> str:
-    """Why an unfinished operation is where it is, in a person's words."""
+    """Why an unfinished operation is where it is, in a person's words.
+
+    The lifecycle's own reason (queued behind another operation, no worker,
+    the package manager lock, a silent worker) comes first; "taking longer
+    than usual" is added from the history of this kind and action.
+    """
     if operation is None or operation.is_finished:
         return ""
-    return slowness(operation, now)
+    reasons = [waiting_reason(operation) or "", slowness(operation, now)]
+    return "; ".join(r for r in reasons if r)
 
 
 def duration_text(span: timedelta) -> str:

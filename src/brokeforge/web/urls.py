@@ -43,5 +43,10 @@ urlpatterns = [
         views.operation_output,
         name="operation-output",
     ),
+    path(
+        "operations/<int:pk>/cancel/",
+        views.operation_cancel,
+        name="operation-cancel",
+    ),
     path("assets/<str:name>", views.static_file, name="asset"),
 ]

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
-from brokeforge.lifecycle.machine import refusal
+from brokeforge.lifecycle.machine import cancel, refusal
 from brokeforge.lifecycle.models import Action, Operation
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
@@ -297,6 +297,29 @@ def operation_output(request: HttpRequest, pk: int) -> HttpResponse:
         "waiting": waiting_text(operation),
     }
     return render(request, "web/partials/output_tail.html", context)
+
+
+@login_required
+@require_POST
+def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel a queued or running operation; a finished one is refused."""
+    operation = _visible_operation(request, pk)
+    try:
+        cancelled = cancel(operation, user=request.user)
+    except ActionRefused as exc:
+        messages.error(request, f"Refused: {exc}")
+    else:
+        if cancelled.is_finished:
+            messages.success(request, f"Cancelled {cancelled.describe()}.")
+        else:
+            messages.success(
+                request,
+                f"Cancelling {cancelled.describe()}: its remote commands are "
+                "being stopped.",
+            )
+    if request.POST.get("back") == "operation":
+        return redirect("operation-detail", pk=pk)
+    return redirect("server-detail", name=operation.server.name)
 
 
 def _visible_operation(request: HttpRequest, pk: int) -> Operation:
