@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -33,7 +34,9 @@ def test_it_names_each_event_by_its_row_and_carries_its_id(server: Server) -> No
 
     messages, mark = read_messages(server.pk, 0)
 
-    data = f'{{"status": "pending", "record": "Redis on web-1", "operation": {operation.pk}}}'
+    data = json.dumps(
+        {"status": "pending", "record": "Redis on web-1", "operation": operation.pk}
+    )
     assert messages == [
         f"id: {event.pk}\nevent: database-redis\ndata: {data}\n\n",
         f"id: {event.pk}\nevent: server\ndata: {data}\n\n",
@@ -67,9 +70,8 @@ def test_it_sends_only_the_servers_own_events(
 
     messages, _ = read_messages(server.pk, 0)
 
-    assert [m.split("\n")[1] for m in messages] == ["event: database-mysql"] + [
-        "event: server"
-    ]
+    names = [m.split("\n")[1] for m in messages]
+    assert names == ["event: database-mysql", "event: server"]
     assert "db-2" not in "".join(messages)
 
 
