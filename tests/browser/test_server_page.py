@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import SCREENSHOTS, Served, free_port
-from tests.testhosts.fixtures import ScriptedSSHTestServer
+from tests.testhosts.fixtures import DebianTestHost, ScriptedSSHTestServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -184,3 +184,38 @@ def test_it_cancels_a_running_operation_and_tails_its_output_live(
     expect(row.get_by_role("button", name=re.compile("^Cancel"))).to_have_count(0)
     assert_not_reloaded(page)
     assert brokeforge.status("hangs")["redis"]["status"] == "failed"
+
+
+@pytest.mark.debian_host
+@pytest.mark.timeout(300)
+def test_it_installs_and_removes_redis_on_a_real_host_live(
+    page: Page, brokeforge: Served, debian_host: DebianTestHost, tmp_path: Path
+) -> None:
+    key = debian_host.client_key.export_private_key()
+    brokeforge.add_server("deb", debian_host.port, key, tmp_path)
+    row = page.locator("#row-database-redis")
+    try:
+        page.goto("/servers/deb/")
+        wait_live(page)
+        row.get_by_role("button", name="Install", exact=True).click()
+        mark(page)
+        expect(row.locator("td.status .badge-active")).to_be_visible(timeout=180_000)
+        assert_not_reloaded(page)
+        version = debian_host.run("redis-server --version").stdout
+        expect(row).to_contain_text(version.split()[2].removeprefix("v="))
+
+        # Remove goes through its confirm step, which asks about the data.
+        row.get_by_role("button", name="Remove…").click()
+        page.get_by_role("button", name="Remove Redis").click()
+        expect(page.locator("#field-data-choice .errorlist")).to_contain_text(
+            "Say what happens to Redis's data"
+        )
+        page.get_by_label("Delete it").check()
+        page.get_by_role("button", name="Remove Redis").click()
+        mark(page)
+        expect(row.locator("td.status .badge-absent")).to_be_visible(timeout=120_000)
+        assert_not_reloaded(page)
+        assert brokeforge.status("deb") == {}
+    finally:
+        debian_host.run("apt-get purge -y -q redis-server redis-tools || true")
+    assert debian_host.run("command -v redis-server || echo gone").stdout == "gone\n"
