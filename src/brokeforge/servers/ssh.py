@@ -35,11 +35,25 @@ REMOTE_TIMEOUT_SLACK = 3
 KILL_TIMEOUT = 5.0
 STDERR_TAIL_LINES = 12
 
-# Runs before every script: report the process group, then make every stage
-# of the script (and of each pipeline in it) fail the whole script.
+# Runs before every script: report the process group, arm a dead-man's
+# switch, then make every stage of the script (and of each pipeline in it)
+# fail the whole script.
+#
+# The switch: a watcher holds the channel's stdin, to which BrokeForge never
+# writes. It reads EOF only when the channel closes; if the script still
+# runs then, its connection was lost (the worker was killed, the network
+# dropped), so the watcher ends the script's process group instead of
+# leaving it orphaned. The script itself reads /dev/null: nothing can wait
+# for input.
 PRELUDE = f"""\
 read -r _ _ _ _ __bf_pgid _ < /proc/$$/stat && printf '{PGID_MARKER}%s\\n' \
 "$__bf_pgid" >&2
+exec 3<&0 </dev/null
+( trap '' TERM HUP INT; cat <&3 >/dev/null 2>&1 || true
+  if kill -0 $$ 2>/dev/null; then
+    kill -TERM -- "-$__bf_pgid"; sleep 2; kill -KILL -- "-$__bf_pgid"
+  fi ) >/dev/null 2>&1 &
+exec 3<&-
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 """
@@ -267,7 +281,7 @@ class SSHSession:
                     f"timed out after {timeout:.0f} s: the server never started "
                     "the command"
                 ) from None
-            process.stdin.write_eof()
+            # stdin stays open: closing it is the remote dead-man's switch.
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)
             )
