@@ -59,7 +59,7 @@ def test_it_shows_a_failure_then_a_retry_live(
     scripted_ssh.add_rule(".", delay=2, stdout="Setting up redis-server ...\n")
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("scripted", scripted_ssh.port, key, tmp_path)
-    row = page.locator("#row-database-redis")
+    row = page.locator("#row-db-redis")
 
     page.goto("/servers/scripted/")
     wait_live(page)
@@ -118,7 +118,7 @@ def test_it_shows_cli_changes_and_resumes_after_a_restart(
     closed_port = free_port()  # nothing listens there
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("nowhere", closed_port, key, tmp_path)
-    row = page.locator("#row-database-redis")
+    row = page.locator("#row-db-redis")
     page.goto("/servers/nowhere/")
     wait_live(page)
     mark(page)
@@ -158,7 +158,7 @@ def test_it_cancels_a_running_operation_and_tails_its_output_live(
     scripted_ssh.add_rule(".")  # the kill of the remote process group
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("hangs", scripted_ssh.port, key, tmp_path)
-    row = page.locator("#row-database-redis")
+    row = page.locator("#row-db-redis")
     page.goto("/servers/hangs/")
     wait_live(page)
     row.get_by_role("button", name="Install", exact=True).click()
@@ -193,7 +193,7 @@ def test_it_installs_and_removes_redis_on_a_real_host_live(
 ) -> None:
     key = debian_host.client_key.export_private_key()
     brokeforge.add_server("deb", debian_host.port, key, tmp_path)
-    row = page.locator("#row-database-redis")
+    row = page.locator("#row-db-redis")
     try:
         page.goto("/servers/deb/")
         wait_live(page)

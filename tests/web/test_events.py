@@ -38,7 +38,7 @@ def test_it_names_each_event_by_its_row_and_carries_its_id(server: Server) -> No
         {"status": "pending", "record": "Redis on web-1", "operation": operation.pk}
     )
     assert messages == [
-        f"id: {event.pk}\nevent: database-redis\ndata: {data}\n\n",
+        f"id: {event.pk}\nevent: db-redis\ndata: {data}\n\n",
         f"id: {event.pk}\nevent: server\ndata: {data}\n\n",
     ]
     assert mark == event.pk
@@ -58,7 +58,7 @@ def test_it_sends_a_removal_to_the_row_of_the_removed_kind(server: Server) -> No
 
     messages, _ = read_messages(server.pk, removed.pk - 1)
 
-    assert messages[0].startswith(f"id: {removed.pk}\nevent: database-mariadb\n")
+    assert messages[0].startswith(f"id: {removed.pk}\nevent: db-mariadb\n")
 
 
 def test_it_sends_only_the_servers_own_events(
@@ -71,7 +71,7 @@ def test_it_sends_only_the_servers_own_events(
     messages, _ = read_messages(server.pk, 0)
 
     names = [m.split("\n")[1] for m in messages]
-    assert names == ["event: database-mysql", "event: server"]
+    assert names == ["event: db-mysql", "event: server"]
     assert "db-2" not in "".join(messages)
 
 
@@ -158,9 +158,9 @@ def test_it_streams_from_the_last_event_id_over_asgi(server: Server) -> None:
     chunks = asyncio.run(read())
 
     assert chunks[0] == "retry: 1000\n\n"
-    assert chunks[1].startswith(f"id: {seen + 1}\nevent: database-mysql\n")
+    assert chunks[1].startswith(f"id: {seen + 1}\nevent: db-mysql\n")
     assert f'"operation": {second.pk}' in chunks[1]
-    assert "database-redis" not in chunks[1]
+    assert "db-redis" not in chunks[1]
 
 
 def test_it_gives_the_cancel_of_a_queued_operation_its_own_event(

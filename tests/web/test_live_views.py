@@ -24,13 +24,11 @@ def test_it_renders_one_row_for_the_live_swap(
 ) -> None:
     make_database(server, "redis", RecordStatus.FAILED, error_message="E: no redis")
 
-    response = signed_in.get(
-        reverse("record-row", args=[server.name, "database-redis"])
-    )
+    response = signed_in.get(reverse("record-row", args=[server.name, "db-redis"]))
 
     text = response.content.decode().strip()
-    assert text.startswith('<tr id="row-database-redis" class="record record-failed"')
-    assert 'hx-trigger="sse:database-redis"' in text
+    assert text.startswith('<tr id="row-db-redis" class="record record-failed"')
+    assert 'hx-trigger="sse:db-redis"' in text
     assert "E: no redis" in text
     assert "<html" not in text
 
@@ -40,17 +38,17 @@ def test_it_polls_a_busy_row_for_its_waiting_reason(
 ) -> None:
     request_action(server, "redis", "install")
 
-    response = signed_in.get(
-        reverse("record-row", args=[server.name, "database-redis"])
-    )
+    response = signed_in.get(reverse("record-row", args=[server.name, "db-redis"]))
 
     text = page_text(response.content)
-    assert 'hx-trigger="sse:database-redis, every 5s"' in text
+    assert 'hx-trigger="sse:db-redis, every 5s"' in text
     assert "waiting for a worker — none is running" in text
     assert "Cancel install" in text
 
 
-@pytest.mark.parametrize("key", ["database-postgres", "firewall-redis", "database-"])
+@pytest.mark.parametrize(
+    "key", ["db-postgres", "firewall-redis", "db-", "rec-redis-1", "rec-x-y"]
+)
 def test_it_404s_an_unknown_row(signed_in: Client, server: Server, key: str) -> None:
     response = signed_in.get(reverse("record-row", args=[server.name, key]))
 
@@ -178,7 +176,7 @@ def test_it_lists_a_records_operations_apart_from_the_servers(
     url = reverse("server-operations", args=[server.name])
 
     everything = plain_text(signed_in.get(url).content)
-    only_redis = plain_text(signed_in.get(url, {"row": "database-redis"}).content)
+    only_redis = plain_text(signed_in.get(url, {"row": "db-redis"}).content)
 
     assert f"#{mariadb.pk}" in everything and f"#{redis.pk}" in everything
     assert f"#{mariadb.pk}" not in only_redis
@@ -198,7 +196,7 @@ def test_it_serves_htmx_and_its_sse_extension(client: Client, user: User) -> Non
 @pytest.mark.parametrize(
     "url",
     [
-        "/servers/web-1/rows/database-redis/",
+        "/servers/web-1/rows/db-redis/",
         "/servers/web-1/operations/",
         "/servers/web-1/operations/recent/",
         "/servers/web-1/redis/remove/",

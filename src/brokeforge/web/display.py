@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -73,7 +72,7 @@ STATUS_SYMBOLS = {
 class RecordRow:
     """One row of a family's table: a record (or a free slot) and its actions."""
 
-    #: Unique on the page and stable across changes, e.g. "database-redis";
+    #: Unique on the page and stable across changes, e.g. "db-redis";
     #: the row's element id, its partial's URL and its event name.
     key: str
     kind: str
@@ -121,10 +120,8 @@ class Family:
     model: type[ManagedRecord]
     #: Every row of this family on a server, in display order.
     rows: Callable[[Server], list[RecordRow]]
-    #: The row named by the part of its key after "<name>-", or None.
+    #: The row a key names, or None if the key is not one of this family's.
     row: Callable[[Server, str], RecordRow | None]
-    #: The part of the row key after "<name>-" for an event of this family.
-    event_key: Callable[[Event], str | None]
 
 
 def preview(text: str) -> str:
@@ -139,7 +136,7 @@ def _database_row(kind_name: str, record: Database | None) -> RecordRow:
     allowed = allowed_actions(record)
     operation = record.current_operation() if record else None
     return RecordRow(
-        key=f"database-{kind_name}",
+        key=row_key(kind_name, record.pk if record else 0),
         kind=kind_name,
         label=KINDS[kind_name].label,
         record=record,
@@ -154,68 +151,73 @@ def database_rows(server: Server) -> list[RecordRow]:
     return [_database_row(kind, record) for kind, record in records_by_kind(server)]
 
 
-def database_row(server: Server, kind_name: str) -> RecordRow | None:
-    if kind_name not in KINDS:
+def database_row(server: Server, key: str) -> RecordRow | None:
+    kind_name = key.removeprefix("db-")
+    if not key.startswith("db-") or kind_name not in KINDS:
         return None
     record = Database.objects.filter(server=server, kind=kind_name).first()
     return _database_row(kind_name, record)
 
 
-def database_event_key(event: Event) -> str | None:
-    # A removal's record is gone; its operation still names the kind.
-    if event.operation is not None:
-        return event.operation.kind
-    record = Database.objects.filter(pk=event.record_id).first()
-    return record.kind if record else None
-
-
 # Shortcoming: only the database family exists until the catalog generalizes
-# package kinds (branch `catalog`, /work/coord/catalog-contract.md); each new
-# family becomes one more entry here.
+# package kinds (branch `catalog`, /work/coord/catalog-contract.md); then the
+# page's sections come from its `family_sections` and each row from its
+# `record_row`, with the keys below (the catalog's row ids).
 FAMILIES: Sequence[Family] = (
     Family(
-        name="database",
+        name="databases",
         title="Databases",
         model=Database,
         rows=database_rows,
         row=database_row,
-        event_key=database_event_key,
     ),
 )
 
 
-def family_named(name: str) -> Family | None:
-    return next((f for f in FAMILIES if f.name == name), None)
+def row_key(kind_name: str, record_id: int) -> str:
+    """A row's key: "db-redis" for a one-per-server kind, "rec-KIND-ID" otherwise.
+
+    The key is the row's element id, its partial's URL and its event name.
+    """
+    if getattr(KINDS.get(kind_name), "many", False):
+        return f"rec-{kind_name}-{record_id}"
+    return f"db-{kind_name}"
 
 
 def row_by_key(server: Server, key: str) -> RecordRow | None:
-    """The row a key such as "database-redis" names, or None."""
-    family_name, _, rest = key.partition("-")
-    family = family_named(family_name)
-    return family.row(server, rest) if family and rest else None
-
-
-def row_key_of(event: Event) -> str | None:
-    """The key of the row an event changes, or None if no page shows it."""
+    """The row a key such as "db-redis" names, or None."""
     for family in FAMILIES:
-        if event.record_type.model_class() is family.model:
-            rest = family.event_key(event)
-            return f"{family.name}-{rest}" if rest else None
+        row = family.row(server, key)
+        if row is not None:
+            return row
     return None
 
 
+def row_key_of(event: Event) -> str | None:
+    """The key of the row an event changes.
+
+    The event's operation names the kind even when the record is gone (a
+    removal); every event the state machine writes has one.
+    """
+    if event.operation is None:
+        return None
+    return row_key(event.operation.kind, event.record_id)
+
+
 def operations_of(server: Server, key: str = "") -> QuerySet[Operation]:
-    """The server's operations, newest first; with a row key, that row's only."""
+    """The server's operations, newest first; with a row key, that row's only.
+
+    A one-per-server row's history spans its records (installed, removed,
+    installed again); a row of a kind with many records is that record's.
+    """
     operations = server.operations.order_by("-id")
-    if not key:
-        return operations
-    family_name, _, rest = key.partition("-")
-    family = family_named(family_name)
-    if family is None:
-        return operations.none()
-    return operations.filter(
-        record_type=ContentType.objects.get_for_model(family.model), kind=rest
-    )
+    if key.startswith("db-"):
+        return operations.filter(kind=key.removeprefix("db-"))
+    if key.startswith("rec-"):
+        kind, _, record_id = key.removeprefix("rec-").rpartition("-")
+        if record_id.isdigit():
+            return operations.filter(kind=kind, record_id=int(record_id))
+    return operations if not key else operations.none()
 
 
 def sections(server: Server) -> list[tuple[Family, list[RecordRow]]]:

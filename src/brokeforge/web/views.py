@@ -135,7 +135,7 @@ def server_operations_table(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 @require_GET
 def server_operations(request: HttpRequest, name: str) -> HttpResponse:
-    """Every operation on a server, or on one of its rows (`?row=database-redis`)."""
+    """Every operation on a server, or on one of its rows (`?row=db-redis`)."""
     server = visible_server(request.user, name)
     key = request.GET.get("row", "")
     row = row_by_key(server, key) if key else None
@@ -253,7 +253,7 @@ def database_action(
 def _confirm_remove(
     request: HttpRequest, server: Server, kind: str, form: RemoveForm, status: int = 200
 ) -> HttpResponse:
-    row = row_by_key(server, f"database-{kind}")
+    row = row_by_key(server, f"db-{kind}")
     assert row is not None
     if "remove" not in row.actions:
         messages.error(request, f"Refused: {refusal(row.record, Action.REMOVE)}")
