@@ -219,3 +219,20 @@ def test_it_installs_and_removes_redis_on_a_real_host_live(
     finally:
         debian_host.run("apt-get purge -y -q redis-server redis-tools || true")
     assert debian_host.run("command -v redis-server || echo gone").stdout == "gone\n"
+
+
+def test_it_signs_out_and_then_shows_nothing(
+    page: Page, brokeforge: Served, scripted_ssh: ScriptedSSHTestServer, tmp_path: Path
+) -> None:
+    key = scripted_ssh.client_key.export_private_key()
+    brokeforge.add_server("web-1", scripted_ssh.port, key, tmp_path)
+    page.goto("/servers/web-1/")
+    wait_live(page)
+
+    page.get_by_role("button", name="Sign out").click()
+
+    page.wait_for_url(f"{brokeforge.url}/login/")
+    page.goto("/servers/web-1/")
+    assert page.url == f"{brokeforge.url}/login/?next=/servers/web-1/"
+    status = page.evaluate("async () => (await fetch('/servers/web-1/events/')).status")
+    assert status == 403
