@@ -163,6 +163,27 @@ def test_it_streams_from_the_last_event_id_over_asgi(server: Server) -> None:
     assert "db-redis" not in chunks[1]
 
 
+def test_it_starts_from_now_without_a_mark(server: Server) -> None:
+    user = User.objects.create_user("alice", password=PASSWORD)
+    request_action(server, "redis", "install")
+
+    async def read() -> str:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.get(events_url(server))
+        stream = aiter(response.streaming_content)
+        await asyncio.wait_for(anext(stream), timeout=10)  # retry:
+        await asyncio.to_thread(request_action, server, "mysql", "install")
+        chunk = await asyncio.wait_for(anext(stream), timeout=10)
+        await stream.aclose()  # type: ignore[attr-defined]
+        return bytes(chunk).decode()
+
+    chunk = asyncio.run(read())
+
+    assert "event: db-mysql" in chunk
+    assert "db-redis" not in chunk
+
+
 def test_it_gives_the_cancel_of_a_queued_operation_its_own_event(
     server: Server,
 ) -> None:

@@ -54,8 +54,9 @@ async def server_events(request: HttpRequest, name: str) -> HttpResponseBase:
     user = await request.auser()
     if not user.is_authenticated:
         return HttpResponse("sign in first\n", status=403, content_type="text/plain")
-    server = await sync_to_async(_server_for, thread_sensitive=False)(user, name)
-    after = resume_point(request)
+    server, after = await sync_to_async(_open, thread_sensitive=False)(
+        user, name, request
+    )
     response = StreamingHttpResponse(
         _stream(server.pk, after), content_type="text/event-stream"
     )
@@ -81,9 +82,12 @@ def latest_event_id() -> int:
     return newest or 0
 
 
-def _server_for(user: AbstractBaseUser | AnonymousUser, name: str) -> Server:
+def _open(
+    user: AbstractBaseUser | AnonymousUser, name: str, request: HttpRequest
+) -> tuple[Server, int]:
+    """The server to stream (404 if the user may not see it) and where to start."""
     try:
-        return visible_server(user, name)
+        return visible_server(user, name), resume_point(request)
     finally:
         connection.close()
 
