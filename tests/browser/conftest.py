@@ -6,7 +6,7 @@ Fixtures:
 - ``brokeforge`` (function): a :class:`Served` BrokeForge — web and one worker
   started by `brokeforge serve` — plus a way to run the CLI on the same data
   directory, stop it and start it again on the same port.
-- ``browser`` (session): headless Chromium.
+- ``browser`` (package): headless Chromium.
 - ``page`` (function): a browser page signed in to ``brokeforge``.
 """
 
@@ -141,7 +141,10 @@ def brokeforge(tmp_path: Path) -> Iterator[Served]:
         served.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop
+# running in the main thread while it is open, and later tests that call
+# asyncio.run() would fail.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
