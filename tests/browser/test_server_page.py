@@ -151,39 +151,62 @@ def test_it_cancels_a_running_operation_and_tails_its_output_live(
     tmp_path: Path,
 ) -> None:
     scripted_ssh.add_rule("cat /etc/os-release", stdout=DEBIAN_12)
-    # The install prints a line, then hangs until it is cancelled.
+    # The first script prints a line, then hangs until it is cancelled.
     scripted_ssh.add_rule(
         "bf_", stdout="Reading package lists... Done\n", hang=True, times=1
     )
-    scripted_ssh.add_rule(".")  # the kill of the remote process group
+    scripted_ssh.add_rule(r"bf_ping\(\)", stdout="10.11.6\n")
+    scripted_ssh.add_rule(".")  # MariaDB's install, the remote kill
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("hangs", scripted_ssh.port, key, tmp_path)
-    row = page.locator("#row-db-redis")
+    redis = page.locator("#row-db-redis")
+    mariadb = page.locator("#row-db-mariadb")
     page.goto("/servers/hangs/")
     wait_live(page)
-    row.get_by_role("button", name="Install", exact=True).click()
-    expect(row.locator("td.status .badge-installing")).to_be_visible()
+    redis.get_by_role("button", name="Install", exact=True).click()
+    expect(redis.locator("td.status .badge-installing")).to_be_visible()
 
     # The operation page tails the output while the operation runs.
-    row.get_by_role("link", name=re.compile(r"operation #\d+")).first.click()
+    redis.get_by_role("link", name=re.compile(r"operation #\d+")).first.click()
     mark(page)
     expect(page.locator("#output")).to_contain_text(
         "Reading package lists... Done", timeout=20_000
     )
     expect(page.locator("#op-state .badge-running")).to_be_visible()
+    assert_not_reloaded(page)
+
+    # A second install on the server waits its turn, and says so.
     page.goto("/servers/hangs/")
+    mariadb.get_by_role("button", name="Install", exact=True).click()
     wait_live(page)
     mark(page)
-    expect(row.get_by_role("button", name="Install", exact=True)).to_have_count(0)
-    row.get_by_role("button", name="Cancel install").click()
+    expect(mariadb.locator(".waiting")).to_contain_text(
+        re.compile(
+            r"queued behind install of Redis on hangs \(#\d+\), which is running"
+        )
+    )
+    expect(redis.get_by_role("button", name="Install", exact=True)).to_have_count(0)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#family-databases + table").screenshot(
+        path=SCREENSHOTS / "server-page-waiting.png"
+    )
+    redis.get_by_role("button", name="Cancel install").click()
     mark(page)
 
-    expect(row.locator("td.status .badge-failed")).to_be_visible(timeout=20_000)
-    expect(row.locator("pre.error")).to_contain_text("cancelled by admin while it ran")
-    expect(row.get_by_role("button", name="Retry")).to_be_visible()
-    expect(row.get_by_role("button", name=re.compile("^Cancel"))).to_have_count(0)
+    expect(redis.locator("td.status .badge-failed")).to_be_visible(timeout=20_000)
+    expect(redis.locator("pre.error")).to_contain_text(
+        "cancelled by admin while it ran"
+    )
+    expect(redis.get_by_role("button", name="Retry")).to_be_visible()
+    expect(redis.get_by_role("button", name=re.compile("^Cancel"))).to_have_count(0)
+    # With Redis out of the way, MariaDB's install runs, live.
+    expect(mariadb.locator("td.status .badge-active")).to_be_visible(timeout=20_000)
     assert_not_reloaded(page)
-    assert brokeforge.status("hangs")["redis"]["status"] == "failed"
+    status = brokeforge.status("hangs")
+    assert (status["redis"]["status"], status["mariadb"]["status"]) == (
+        "failed",
+        "active",
+    )
 
 
 @pytest.mark.debian_host
