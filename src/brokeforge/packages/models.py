@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from django.db import models
 
+from brokeforge.crypto import decrypt, encrypt
 from brokeforge.lifecycle.models import ManagedRecord
+from brokeforge.packages.base import PackageRecord
 
 
 class Database(ManagedRecord):
-    """A database server package on a server: Redis, MariaDB or MySQL."""
+    """A one-per-server package on a server (Redis, MariaDB, MySQL, PostgreSQL,
+    and the services of other kinds that keep no fields of their own)."""
 
     kind = models.CharField(max_length=32)
     #: The version the server reported after the last install or update.
@@ -30,3 +33,37 @@ class Database(ManagedRecord):
 
     def kind_name(self) -> str:
         return self.kind
+
+
+class SqlDatabase(PackageRecord):
+    """A database inside a MySQL, MariaDB or PostgreSQL server on a server,
+    with (optionally) a user that has every privilege on it."""
+
+    KIND = "database"
+
+    #: The database server kind it lives in: mariadb, mysql or postgresql.
+    engine = models.CharField(max_length=32)
+    name = models.CharField(max_length=64)
+    #: The user created with it; empty for none.
+    user = models.CharField(max_length=32, blank=True)
+    #: The user's password, encrypted with brokeforge.crypto.
+    password_encrypted = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["engine", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "engine", "name"], name="one_database_name_per_engine"
+            ),
+            models.UniqueConstraint(
+                fields=["server", "engine", "user"],
+                condition=~models.Q(user=""),
+                name="one_database_user_per_engine",
+            ),
+        ]
+
+    def set_password(self, password: str) -> None:
+        self.password_encrypted = encrypt(password) if password else ""
+
+    def password(self) -> str:
+        return decrypt(self.password_encrypted) if self.password_encrypted else ""

@@ -9,7 +9,9 @@ from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages.base import FAMILY_NAMES, PackageKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
+from brokeforge.packages.postgresql import PostgreSQL
 from brokeforge.packages.redis import Redis
+from brokeforge.packages.sql_database import Database
 
 KINDS: dict[str, PackageKind] = {}
 
@@ -23,7 +25,7 @@ def register(kind: PackageKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (Redis(), MariaDB(), MySQL()):
+for _kind in (Redis(), MariaDB(), MySQL(), PostgreSQL(), Database()):
     register(_kind)
 
 
