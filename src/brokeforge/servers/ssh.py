@@ -266,9 +266,14 @@ class SSHSession:
                     f"timed out after {timeout:.0f} s: the server never started "
                     "the command"
                 ) from None
-            if stdin_text:
-                process.stdin.write(stdin_text)
-            process.stdin.write_eof()
+            try:
+                if stdin_text:
+                    process.stdin.write(stdin_text)
+                process.stdin.write_eof()
+            except BrokenPipeError:
+                # The command ended before reading its input; its exit
+                # status and output below say what happened.
+                pass
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)
             )
