@@ -361,6 +361,8 @@ def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
     fields = []
     if action == "install" and kind.many:
         fields = list(kind.fields)
+    elif action == "update":
+        fields = list(kind.update_fields)
     elif action == "remove":
         fields = [f for f in kind.remove_fields if f.name != "data"]
     parser = argparse.ArgumentParser(

@@ -204,6 +204,8 @@ class PackageKind:
     verbs: ClassVar[Mapping[str, str]] = {}
     #: Options of a create request (in the order forms and the CLI show them).
     fields: ClassVar[Sequence[Field]] = ()
+    #: Options of an update request.
+    update_fields: ClassVar[Sequence[Field]] = ()
     #: Options of a remove request.
     remove_fields: ClassVar[Sequence[Field]] = ()
     #: Kinds that cannot be installed on the same server as this one.

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages.base import FAMILY_NAMES, PackageKind
+from brokeforge.packages.cron_task import CronTaskKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
+from brokeforge.packages.nginx import Nginx
+from brokeforge.packages.php import Php
 from brokeforge.packages.postgresql import PostgreSQL
 from brokeforge.packages.redis import Redis
+from brokeforge.packages.scheduler import Scheduler
 from brokeforge.packages.sql_database import Database
+from brokeforge.packages.supervisor import Supervisor
+from brokeforge.packages.supervisor_program import SupervisorProgramKind
 
 KINDS: dict[str, PackageKind] = {}
 
@@ -25,7 +31,19 @@ def register(kind: PackageKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (Redis(), MariaDB(), MySQL(), PostgreSQL(), Database()):
+for _kind in (
+    Redis(),
+    MariaDB(),
+    MySQL(),
+    PostgreSQL(),
+    Database(),
+    Php(),
+    Nginx(),
+    Scheduler(),
+    CronTaskKind(),
+    Supervisor(),
+    SupervisorProgramKind(),
+):
     register(_kind)
 
 
