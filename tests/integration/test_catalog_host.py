@@ -203,3 +203,162 @@ def test_a_mariadb_database_fails_while_the_server_is_down_and_retry_creates_it(
 
     assert act(server, "mariadb", "remove", data="delete") is None
     assert not is_installed(debian_host, "mariadb-server")
+
+
+def record_of(kind: str, operation_record_id: int) -> ManagedRecord | None:
+    from brokeforge.packages.registry import get_kind
+
+    found: ManagedRecord | None = (
+        get_kind(kind).records().filter(pk=operation_record_id).first()
+    )
+    return found
+
+
+def add(server: Server, kind: str, **params: str) -> ManagedRecord:
+    operation = run_now(request_action(server, kind, "install", params=params))
+    record = record_of(kind, operation.record_id)
+    assert record is not None
+    return record
+
+
+def act_on_kind(record: ManagedRecord, action: str) -> ManagedRecord | None:
+    kind = record.kind_name()
+    run_now(request_action(record.server, kind, action, record_id=record.pk))
+    return record_of(kind, record.pk)
+
+
+def test_nginx_installs_answers_http_and_is_removed(
+    server: Server, debian_host: DebianTestHost
+):
+    require_free_port(80, "Nginx")
+    record = act(server, "nginx", "install")
+    assert record is not None
+    assert record.status == RecordStatus.ACTIVE, record.error_message
+    assert re.fullmatch(r"1\.\d+\.\d+", record.version), record.version
+
+    assert act(server, "nginx", "remove") is None
+    assert not is_installed(debian_host, "nginx")
+    assert on_host(debian_host, "test -e /etc/nginx || echo gone") == "gone"
+
+
+def test_a_cron_task_needs_the_scheduler_then_owns_its_file(
+    server: Server, debian_host: DebianTestHost
+):
+    with pytest.raises(Exception, match="needs Scheduler \\(cron\\) on deb12"):
+        request_action(
+            server,
+            "cron_task",
+            "add",
+            params={"name": "x", "schedule": "@daily", "command": "true"},
+        )
+    scheduler = act(server, "scheduler", "install")
+    assert scheduler is not None
+    assert scheduler.status == RecordStatus.ACTIVE, scheduler.error_message
+
+    # A user the host lacks: the host says so; after adding it, Retry works.
+    task = add(
+        server,
+        "cron_task",
+        name="nightly-report",
+        schedule="30 2 * * 1-5",
+        user="reporter",
+        command="echo '50%' > /tmp/report; $(true)",
+    )
+    assert task.status == RecordStatus.FAILED
+    assert task.error_message == (
+        "user reporter does not exist on this server (exit status 1)"
+    )
+    debian_host.run("useradd --system reporter")
+    task = act_on_kind(task, "retry")
+    assert task is not None
+    assert task.status == RecordStatus.ACTIVE, task.error_message
+    assert on_host(debian_host, "cat /etc/cron.d/brokeforge-nightly-report").endswith(
+        "30 2 * * 1-5 reporter echo '50\\%' > /tmp/report; $(true)"
+    )
+    assert on_host(debian_host, "stat -c %a /etc/cron.d/brokeforge-nightly-report") == (
+        "644"
+    )
+
+    assert act_on_kind(task, "remove") is None
+    assert on_host(debian_host, "ls /etc/cron.d | grep brokeforge || echo none") == (
+        "none"
+    )
+    assert act(server, "scheduler", "remove") is None
+    assert not is_installed(debian_host, "cron")
+    debian_host.run("userdel reporter")
+
+
+def programs_running(host: DebianTestHost, command: str) -> list[int]:
+    """The host's processes (and only the host's) running `command`."""
+    return [
+        pid
+        for pid in host.pids()
+        if on_host(host, f"tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null").strip()
+        == command
+    ]
+
+
+def test_a_supervisor_program_runs_after_its_directory_exists(
+    server: Server, debian_host: DebianTestHost
+):
+    supervisor = act(server, "supervisor", "install")
+    assert supervisor is not None
+    assert supervisor.status == RecordStatus.ACTIVE, supervisor.error_message
+
+    program = add(
+        server,
+        "supervisor_program",
+        name="worker",
+        command="sleep 31415",
+        directory="/srv/bf-worker",
+        numprocs="2",
+        stopsignal="INT",
+        stopwaitsecs="3",
+    )
+    assert program.status == RecordStatus.FAILED
+    reason, log_line = program.error_message.splitlines()
+    assert reason.startswith("program worker is not running: worker:worker_00 FATAL")
+    # supervisor's own words about the missing directory
+    assert log_line.startswith(
+        "its log says: supervisor: couldn't chdir to /srv/bf-worker"
+    )
+
+    debian_host.run("mkdir -p /srv/bf-worker")
+    program = act_on_kind(program, "retry")
+    assert program is not None
+    assert program.status == RecordStatus.ACTIVE, program.error_message
+    status = on_host(debian_host, "supervisorctl status 'worker:*'")
+    assert status.count(" RUNNING ") == 2, status
+    assert len(programs_running(debian_host, "sleep 31415")) == 2
+
+    with pytest.raises(Exception, match="cannot be removed while program worker x2"):
+        request_action(server, "supervisor", "remove")
+    assert act_on_kind(program, "remove") is None
+    assert programs_running(debian_host, "sleep 31415") == []
+    assert act(server, "supervisor", "remove") is None
+    assert not is_installed(debian_host, "supervisor")
+    debian_host.run("rm -rf /srv/bf-worker")
+
+
+def test_php_refuses_a_version_the_archive_lacks_and_installs_8_2(
+    server: Server, debian_host: DebianTestHost
+):
+    missing = add(server, "php", version="7.4")
+    assert missing.status == RecordStatus.FAILED
+    assert missing.error_message.startswith(
+        "PHP 7.4 is not in this server's package archive, which offers: 8.2"
+    )
+    assert act_on_kind(missing, "remove") is None
+
+    php = add(server, "php", version="8.2", default_cli="yes")
+    assert php.status == RecordStatus.ACTIVE, php.error_message
+    php.refresh_from_db()
+    assert php.label() == "PHP 8.2 (default CLI) on deb12"
+    assert on_host(debian_host, "test -S /run/php/php8.2-fpm.sock && echo up") == "up"
+    assert on_host(debian_host, "php -r 'echo PHP_MAJOR_VERSION;'") == "8"
+    modules = on_host(debian_host, "php8.2 -m")
+    for module in ("mbstring", "pdo_mysql", "pdo_pgsql", "intl", "Zend OPcache"):
+        assert module in modules
+
+    assert act_on_kind(php, "remove") is None
+    assert on_host(debian_host, "command -v php8.2 || echo gone") == "gone"

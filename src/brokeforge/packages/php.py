@@ -148,7 +148,9 @@ class Php(PackageKind):
             "| sed -E 's/^php(.*)-fpm$/\\1/' | sort -u | paste -sd' ' || true\n"
             "}\n"
             "bf_apt_update\n"
-            f"if ! apt-cache show {fpm} >/dev/null 2>&1; then\n"
+            # `apt-cache show` also answers for a name other packages only
+            # mention; madison lists versions that can really be installed.
+            f'if [ -z "$(apt-cache madison {fpm} 2>/dev/null)" ]; then\n'
             f"  echo \"PHP {version} is not in this server's package archive, which "
             'offers: $(bf_php_versions)" >&2; exit 1\n'
             "fi\n"

@@ -175,6 +175,7 @@ class SupervisorProgramKind(PackageKind):
         text = self.conf_text(params)
         digest = hashlib.sha256(text.encode()).hexdigest()
         no_user = q(f"user {params['user']} does not exist on this server")
+        log = q(f"{LOG_DIR}/brokeforge-{name}.log")
         expected = int(params["numprocs"]) if params["autostart"] else 0
         body = (
             f"if ! id -u {q(params['user'])} >/dev/null 2>&1; then\n"
@@ -204,8 +205,15 @@ class SupervisorProgramKind(PackageKind):
             "  if printf '%s\\n' \"$status\" | grep -q ' FATAL '; then break; fi\n"
             "  sleep 1\n"
             "done\n"
-            f"echo 'program {name} is not running:' >&2\n"
-            'printf "%s\\n" "$status" >&2\n'
+            # Supervisor's status line and the program's last log line: a
+            # spawn error (no such directory, no such command) is in the log.
+            f'echo "program {name} is not running: '
+            '$(printf "%s\\n" "$status" | tr -s " " | paste -sd ";")" >&2\n'
+            f"if [ -s {log} ]; then\n"
+            # (supervisor follows a spawn error with a line that says less)
+            f"  said=$(grep -v 'child process was not spawned' {log} | tail -n 1)\n"
+            f'  echo "its log says: ${{said:-$(tail -n 1 {log})}}" >&2\n'
+            "fi\n"
             "exit 1\n"
         )
         return Script(script_header(facts) + body, stdin=text)
