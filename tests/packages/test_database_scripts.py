@@ -39,7 +39,7 @@ def test_it_creates_a_mysql_database_with_the_password_on_stdin_only(
     server: Server, scripted_ssh: ScriptedSSHTestServer
 ):
     scripted_ssh.add_rule(
-        "mysql --batch", stdout="checked: database app, user app\n", wait_stdin=True
+        "mysql --batch", stdout="checked: database app, user app\n", delay=0.5
     )
     scripted_ssh.add_rule(".")
 

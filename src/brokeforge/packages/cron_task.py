@@ -202,7 +202,7 @@ class CronTaskKind(PackageKind):
             "fi\n"
             # cron ignores file names with a dot: the half-written file is inert.
             f"tmp=$(mktemp {CRON_DIR}/.brokeforge-XXXXXX)\n"
-            'cat > "$tmp"\n'
+            'cat "$BF_INPUT" > "$tmp"\n'
             'chmod 0644 "$tmp"\n'
             f'mv -f "$tmp" {target}\n'
             f'if [ "$(sha256sum < {target} | cut -d" " -f1)" != {digest} ]; then\n'

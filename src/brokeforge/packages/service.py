@@ -99,7 +99,10 @@ def retry(
     if record.last_action != Action.REMOVE:
         _refuse_missing_parent(kind, record)
     return machine.retry(
-        record, user=user, timeout_seconds=kind.timeout(Action(record.last_action))
+        record,
+        user=user,
+        timeout_seconds=kind.timeout(Action(record.last_action)),
+        uses_package_manager=kind.uses_package_manager,
     )
 
 
@@ -156,6 +159,7 @@ def _request(
             user=user,
             params={**kind.identity(record), **clean},
             timeout_seconds=kind.timeout(act),
+            uses_package_manager=kind.uses_package_manager,
         )
 
 
@@ -178,6 +182,7 @@ def _create(
         user=user,
         params=_shown_params(kind, record, clean),
         timeout_seconds=kind.timeout(Action.INSTALL),
+        uses_package_manager=kind.uses_package_manager,
         new_record=True,
     )
 

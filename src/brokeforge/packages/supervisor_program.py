@@ -183,7 +183,7 @@ class SupervisorProgramKind(PackageKind):
             "fi\n"
             # supervisor reads only *.conf: the half-written file is inert.
             f"tmp=$(mktemp {CONF_DIR}/.brokeforge-XXXXXX)\n"
-            'cat > "$tmp"\n'
+            'cat "$BF_INPUT" > "$tmp"\n'
             'chmod 0644 "$tmp"\n'
             f'mv -f "$tmp" {target}\n'
             f'if [ "$(sha256sum < {target} | cut -d" " -f1)" != {digest} ]; then\n'
