@@ -59,7 +59,7 @@ def test_it_shows_a_failure_then_a_retry_live(
     scripted_ssh.add_rule(".", delay=2, stdout="Setting up redis-server ...\n")
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("scripted", scripted_ssh.port, key, tmp_path)
-    row = page.locator("#row-db-redis")
+    row = page.locator("#db-redis")
 
     page.goto("/servers/scripted/")
     wait_live(page)
@@ -73,7 +73,7 @@ def test_it_shows_a_failure_then_a_retry_live(
     expect(row.get_by_role("button", name="Retry")).to_be_visible()
     expect(row.get_by_role("button", name="Install", exact=True)).to_have_count(0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "server-page-failed.png", full_page=True)
+    page.screenshot(path=SCREENSHOTS / "server-page-failed.png")
 
     # A forged Install on the failed record is refused and changes nothing.
     answer = page.evaluate(
@@ -118,7 +118,7 @@ def test_it_shows_cli_changes_and_resumes_after_a_restart(
     closed_port = free_port()  # nothing listens there
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("nowhere", closed_port, key, tmp_path)
-    row = page.locator("#row-db-redis")
+    row = page.locator("#db-redis")
     page.goto("/servers/nowhere/")
     wait_live(page)
     mark(page)
@@ -159,8 +159,8 @@ def test_it_cancels_a_running_operation_and_tails_its_output_live(
     scripted_ssh.add_rule(".")  # MariaDB's install, the remote kill
     key = scripted_ssh.client_key.export_private_key()
     brokeforge.add_server("hangs", scripted_ssh.port, key, tmp_path)
-    redis = page.locator("#row-db-redis")
-    mariadb = page.locator("#row-db-mariadb")
+    redis = page.locator("#db-redis")
+    mariadb = page.locator("#db-mariadb")
     page.goto("/servers/hangs/")
     wait_live(page)
     redis.get_by_role("button", name="Install", exact=True).click()
@@ -187,7 +187,7 @@ def test_it_cancels_a_running_operation_and_tails_its_output_live(
     )
     expect(redis.get_by_role("button", name="Install", exact=True)).to_have_count(0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator("#family-databases + table").screenshot(
+    page.locator("#family-databases table.kinds").screenshot(
         path=SCREENSHOTS / "server-page-waiting.png"
     )
     redis.get_by_role("button", name="Cancel install").click()
@@ -216,7 +216,7 @@ def test_it_installs_and_removes_redis_on_a_real_host_live(
 ) -> None:
     key = debian_host.client_key.export_private_key()
     brokeforge.add_server("deb", debian_host.port, key, tmp_path)
-    row = page.locator("#row-db-redis")
+    row = page.locator("#db-redis")
     try:
         page.goto("/servers/deb/")
         wait_live(page)
@@ -230,10 +230,10 @@ def test_it_installs_and_removes_redis_on_a_real_host_live(
         # Remove goes through its confirm step, which asks about the data.
         row.get_by_role("button", name="Remove…").click()
         page.get_by_role("button", name="Remove Redis").click()
-        expect(page.locator("#field-data-choice .errorlist")).to_contain_text(
-            "Say what happens to Redis's data"
+        expect(page.locator("#field-data .errorlist")).to_contain_text(
+            "Choose or enter its data."
         )
-        page.get_by_label("Delete it").check()
+        page.get_by_label("delete", exact=True).check()
         page.get_by_role("button", name="Remove Redis").click()
         mark(page)
         expect(row.locator("td.status .badge-absent")).to_be_visible(timeout=120_000)

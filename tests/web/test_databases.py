@@ -83,10 +83,13 @@ def test_it_asks_what_happens_to_the_data_on_a_confirm_step_before_remove(
 
     text = response.content.decode()
     assert response.status_code == 200
-    assert 'name="data_choice" value="keep"' in text
-    assert 'name="data_choice" value="delete"' in text
-    assert "Keep it: move it to /var/backups/brokeforge on the server" in text
-    assert " checked" not in text
+    assert 'name="data" value="keep" required' in text
+    assert 'name="data" value="delete" required' in text
+    assert "keep (moved to /var/backups/brokeforge)" in text
+    # Neither answer is chosen for the person.
+    radios = [line for line in text.splitlines() if 'name="data"' in line]
+    assert radios
+    assert not any(" checked" in line for line in radios)
     assert "Remove Redis from web-1?" in page_text(response.content)
     assert snapshot() == before
 
@@ -97,9 +100,7 @@ def test_it_does_not_remove_without_the_confirm_step(
     make_database(server, "redis", RecordStatus.ACTIVE)
     before = snapshot()
 
-    response = signed_in.post(
-        action_url(server, "redis", "remove"), {"data_choice": "delete"}
-    )
+    response = signed_in.post(action_url(server, "redis", "remove"), {"data": "delete"})
 
     assert response.status_code == 200
     assert re.search(r'value="delete"[^>]* checked', response.content.decode())
@@ -164,7 +165,8 @@ def test_it_shows_the_version_and_latest_operation(
 
     response = signed_in.get(reverse("server-detail", args=[server.name]))
 
-    row = response.context["rows"][0]
+    databases = response.context["families"][0]
+    row = databases.kinds[0].rows[0]
     assert (row.kind, row.operation) == ("redis", latest)
     text = page_text(response.content)
     assert "7.0.15" in text
@@ -180,8 +182,8 @@ FORGED = [
     (RecordStatus.INSTALLING, "install", {}),
     (RecordStatus.INSTALLING, "update", {}),
     (RecordStatus.INSTALLING, "retry", {}),
-    (RecordStatus.INSTALLING, "remove", {"data_choice": "keep", "confirm": "y"}),
-    (RecordStatus.PENDING, "remove", {"data_choice": "delete"}),
+    (RecordStatus.INSTALLING, "remove", {"data": "keep", "confirm": "y"}),
+    (RecordStatus.PENDING, "remove", {"data": "delete"}),
     (RecordStatus.UPDATING, "update", {}),
     (RecordStatus.UNINSTALLING, "retry", {}),
 ]
@@ -213,9 +215,9 @@ def test_it_refuses_a_forged_action_and_changes_nothing(
 @pytest.mark.parametrize(
     ("data", "complaint"),
     [
-        ({}, "Say what happens to Redis&#x27;s data: keep it or delete it."),
-        ({"data_choice": ""}, "Say what happens to Redis&#x27;s data"),
-        ({"data_choice": "maybe"}, "Choose keep or delete; maybe is neither."),
+        ({}, "Choose or enter its data."),
+        ({"data": ""}, "Choose or enter its data."),
+        ({"data": "maybe"}, "&#x27;maybe&#x27; is not one of: keep, delete."),
     ],
 )
 def test_it_refuses_remove_without_a_data_choice_next_to_the_field(
@@ -234,8 +236,8 @@ def test_it_refuses_remove_without_a_data_choice_next_to_the_field(
 
     assert response.status_code == 400
     text = response.content.decode()
-    field = text[text.index('id="field-data-choice"') :]
-    assert '<ul class="errorlist"' in field.split('name="data_choice"')[0]
+    field = text[text.index('id="field-data"') :]
+    assert '<ul class="errorlist"' in field.split('name="data"')[0]
     assert complaint in field
     assert snapshot() == before
 
@@ -336,7 +338,7 @@ def test_it_updates_and_removes_an_active_record_once_confirmed(
 ) -> None:
     record = make_database(server, "redis", RecordStatus.ACTIVE)
 
-    form = {"data_choice": data["data"], "confirm": "yes"} if data else {}
+    form = {"data": data["data"], "confirm": "yes"} if data else {}
     response = signed_in.post(action_url(server, "redis", action), form)
 
     assert response.status_code == 302

@@ -27,7 +27,7 @@ def test_it_renders_one_row_for_the_live_swap(
     response = signed_in.get(reverse("record-row", args=[server.name, "db-redis"]))
 
     text = response.content.decode().strip()
-    assert text.startswith('<tr id="row-db-redis" class="record record-failed"')
+    assert text.startswith('<tr id="db-redis" class="record record-failed"')
     assert 'hx-trigger="sse:db-redis"' in text
     assert "E: no redis" in text
     assert "<html" not in text

@@ -1,20 +1,19 @@
 """What the pages show, gathered from the models and the state machine.
 
-The server page is made of *families* (databases today; PHP, nginx, the
-firewall and the rest as the catalog grows). Each family says which record
-model it shows and how to build its rows, so the page, the row partial and
-the event stream all work from the one list in `FAMILIES`.
+The server page is made of *families* (databases, PHP, nginx, the firewall
+and the rest: `packages.base.FAMILIES`), each with its kinds and their
+records (`packages.service.families`). Every row has a key (`row_key`) that
+the page, the row partial and the event stream share.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from brokeforge.lifecycle.machine import allowed_actions
@@ -27,9 +26,9 @@ from brokeforge.lifecycle.models import (
 )
 from brokeforge.lifecycle.waiting import waiting_reason
 from brokeforge.packages.apt import BACKUP_DIR
-from brokeforge.packages.models import Database
+from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
-from brokeforge.packages.service import records_by_kind
+from brokeforge.packages.service import all_records, families
 from brokeforge.servers.models import Server
 
 #: The order buttons appear in.
@@ -70,19 +69,30 @@ STATUS_SYMBOLS = {
 
 @dataclass(frozen=True)
 class RecordRow:
-    """One row of a family's table: a record (or a free slot) and its actions."""
+    """One record (or, for a one-per-server kind, its absence) and its buttons."""
 
-    #: Unique on the page and stable across changes, e.g. "db-redis";
-    #: the row's element id, its partial's URL and its event name.
-    key: str
+    #: The kind's name.
     kind: str
-    label: str
+    package: PackageKind
     record: ManagedRecord | None
     operation: Operation | None
-    actions: tuple[str, ...]
-    version: str = ""
+    #: (action, the word shown for it) in button order.
+    actions: tuple[tuple[str, str], ...]
     #: Why a busy record is not moving yet, or that it is slow; "" if neither.
     waiting: str = ""
+
+    @property
+    def key(self) -> str:
+        """Unique on the page and stable across changes: "db-redis",
+        "rec-sql_database-4"; the row's element id, its partial's URL and its
+        event name."""
+        return row_key(self.kind, self.record.pk if self.record else 0)
+
+    @property
+    def label(self) -> str:
+        if self.record is not None and self.package.many:
+            return self.package.describe(self.record)
+        return self.package.label
 
     @property
     def status(self) -> str:
@@ -93,9 +103,26 @@ class RecordRow:
         return self.record is not None and self.record.is_busy
 
     @property
+    def version(self) -> str:
+        return str(getattr(self.record, "version", "") or "")
+
+    @property
+    def remove_fields(self) -> tuple[Field, ...]:
+        return tuple(self.package.remove_fields)
+
+    @property
     def can_cancel(self) -> bool:
         """Cancel is offered while the record's operation is queued or running."""
         return self.operation is not None and not self.operation.is_finished
+
+    @property
+    def remove_word(self) -> str:
+        return self.package.verb("remove")
+
+    @property
+    def cancel_word(self) -> str:
+        """What the Cancel button stops: "install", "add", "delete"..."""
+        return self.package.verb(self.operation.action) if self.operation else ""
 
     @property
     def error_preview(self) -> str:
@@ -112,16 +139,30 @@ class RecordRow:
 
 
 @dataclass(frozen=True)
-class Family:
-    """A section of the server page: one record model and its rows."""
+class KindSection:
+    kind: PackageKind
+    rows: list[RecordRow]
 
+    @property
+    def create_fields(self) -> tuple[Field, ...]:
+        return tuple(self.kind.fields)
+
+
+@dataclass(frozen=True)
+class FamilySection:
     name: str
-    title: str
-    model: type[ManagedRecord]
-    #: Every row of this family on a server, in display order.
-    rows: Callable[[Server], list[RecordRow]]
-    #: The row a key names, or None if the key is not one of this family's.
-    row: Callable[[Server, str], RecordRow | None]
+    label: str
+    kinds: list[KindSection]
+
+    @property
+    def single_rows(self) -> list[RecordRow]:
+        """The rows of the kinds with one record per server, in one table."""
+        return [row for k in self.kinds if not k.kind.many for row in k.rows]
+
+    @property
+    def many_kinds(self) -> list[KindSection]:
+        """The kinds with many records: a table and a create form each."""
+        return [k for k in self.kinds if k.kind.many]
 
 
 def preview(text: str) -> str:
@@ -132,65 +173,70 @@ def preview(text: str) -> str:
     return shown
 
 
-def _database_row(kind_name: str, record: Database | None) -> RecordRow:
+def record_row(kind: PackageKind, record: ManagedRecord | None) -> RecordRow:
     allowed = allowed_actions(record)
+    if kind.many and record is None:
+        allowed = set()  # a kind with many records is created by its form
+    actions = tuple((a, kind.verb(a)) for a in ACTION_ORDER if a in allowed)
     operation = record.current_operation() if record else None
     return RecordRow(
-        key=row_key(kind_name, record.pk if record else 0),
-        kind=kind_name,
-        label=KINDS[kind_name].label,
+        kind=kind.name,
+        package=kind,
         record=record,
         operation=operation,
-        actions=tuple(a for a in ACTION_ORDER if a in allowed),
-        version=record.version if record else "",
+        actions=actions,
         waiting=waiting_text(operation) if record and record.is_busy else "",
     )
 
 
+def kind_section(server: Server, kind: PackageKind) -> KindSection:
+    records: list[ManagedRecord | None] = list(kind.records(server).order_by("pk"))
+    if not kind.many and not records:
+        records = [None]
+    return KindSection(kind, [record_row(kind, record) for record in records])
+
+
+def family_sections(server: Server) -> list[FamilySection]:
+    sections = []
+    for family in families(server):
+        kinds = [kind_section(server, entry.kind) for entry in family.kinds]
+        sections.append(FamilySection(family.name, family.label, kinds))
+    return sections
+
+
 def database_rows(server: Server) -> list[RecordRow]:
-    return [_database_row(kind, record) for kind, record in records_by_kind(server)]
-
-
-def database_row(server: Server, key: str) -> RecordRow | None:
-    kind_name = key.removeprefix("db-")
-    if not key.startswith("db-") or kind_name not in KINDS:
-        return None
-    record = Database.objects.filter(server=server, kind=kind_name).first()
-    return _database_row(kind_name, record)
-
-
-# Shortcoming: only the database family exists until the catalog generalizes
-# package kinds (branch `catalog`, /work/coord/catalog-contract.md); then the
-# page's sections come from its `family_sections` and each row from its
-# `record_row`, with the keys below (the catalog's row ids).
-FAMILIES: Sequence[Family] = (
-    Family(
-        name="databases",
-        title="Databases",
-        model=Database,
-        rows=database_rows,
-        row=database_row,
-    ),
-)
+    """The one-per-server database kinds (Redis, MariaDB, MySQL) and their rows."""
+    rows = []
+    for section in family_sections(server):
+        for kind in section.kinds:
+            if section.name == "databases" and not kind.kind.many:
+                rows.extend(kind.rows)
+    return rows
 
 
 def row_key(kind_name: str, record_id: int) -> str:
-    """A row's key: "db-redis" for a one-per-server kind, "rec-KIND-ID" otherwise.
-
-    The key is the row's element id, its partial's URL and its event name.
-    """
-    if getattr(KINDS.get(kind_name), "many", False):
+    """A row's key: "db-redis" for a one-per-server kind, "rec-KIND-ID" otherwise."""
+    kind = KINDS.get(kind_name)
+    if kind is not None and kind.many:
         return f"rec-{kind_name}-{record_id}"
     return f"db-{kind_name}"
 
 
 def row_by_key(server: Server, key: str) -> RecordRow | None:
-    """The row a key such as "db-redis" names, or None."""
-    for family in FAMILIES:
-        row = family.row(server, key)
-        if row is not None:
-            return row
-    return None
+    """The row a key such as "db-redis" or "rec-sql_database-4" names, or None."""
+    if key.startswith("db-"):
+        kind = KINDS.get(key.removeprefix("db-"))
+        if kind is None or kind.many:
+            return None
+        return record_row(kind, kind.records(server).first())
+    kind_name, _, record_id = key.removeprefix("rec-").rpartition("-")
+    kind = KINDS.get(kind_name)
+    if not key.startswith("rec-") or kind is None or not kind.many:
+        return None
+    if not record_id.isdigit():
+        return None
+    record = kind.records(server).filter(pk=int(record_id)).first()
+    return record_row(kind, record) if record is not None else None
 
 
 def row_key_of(event: Event) -> str | None:
@@ -202,6 +248,18 @@ def row_key_of(event: Event) -> str | None:
     if event.operation is None:
         return None
     return row_key(event.operation.kind, event.record_id)
+
+
+def kind_of(event: Event) -> str | None:
+    """The kind whose list of records an event changes (a record of a kind
+    with many was created or removed), or None."""
+    if event.operation is None:
+        return None
+    kind = KINDS.get(event.operation.kind)
+    if kind is None or not kind.many:
+        return None
+    created = event.status == RecordStatus.PENDING and event.operation.attempt == 1
+    return kind.name if created or event.status == "removed" else None
 
 
 def operations_of(server: Server, key: str = "") -> QuerySet[Operation]:
@@ -218,10 +276,6 @@ def operations_of(server: Server, key: str = "") -> QuerySet[Operation]:
         if record_id.isdigit():
             return operations.filter(kind=kind, record_id=int(record_id))
     return operations if not key else operations.none()
-
-
-def sections(server: Server) -> list[tuple[Family, list[RecordRow]]]:
-    return [(family, family.rows(server)) for family in FAMILIES]
 
 
 def typical_duration(operation: Operation) -> timedelta | None:
@@ -285,10 +339,14 @@ def duration_text(span: timedelta) -> str:
 
 def status_counts() -> dict[int, list[tuple[str, int]]]:
     """Per server id, how many records it has in each status (non-zero only)."""
-    counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for row in Database.objects.values("server_id", "status").annotate(n=Count("pk")):
-        counts[row["server_id"]][row["status"]] = row["n"]
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for record in all_records():
+        counts[record.server_id][record.status] += 1
     return {
         server_id: [(s.value, by[s.value]) for s in RecordStatus if by.get(s.value)]
         for server_id, by in counts.items()
     }
+
+
+def kind_names() -> frozenset[str]:
+    return frozenset(KINDS)

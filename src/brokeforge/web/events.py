@@ -2,9 +2,10 @@
 
 The stream reads `lifecycle.models.Event`, the log written in the same
 transaction as every status change, so it shows exactly what was committed.
-Each event goes out twice: once named by the key of the row it changes (the
-row reloads itself, see `templates/web/partials/record_row.html`) and once
-as `server` (the operations table and counts reload). Both carry the event
+Each event goes out named by the key of the row it changes (the row reloads
+itself, see `templates/web/_record_row.html`), as `kind-KIND` when a record
+of a kind with many records appeared or went (its table reloads), and as
+`server` (the operations table reloads). All carry the event
 id, so a reconnecting browser sends the last one back as `Last-Event-ID`
 and the stream resumes right after it.
 """
@@ -32,7 +33,7 @@ from django.views.decorators.http import require_GET
 from brokeforge.lifecycle.models import Event
 from brokeforge.servers.models import Server
 from brokeforge.web.access import visible_server
-from brokeforge.web.display import row_key_of
+from brokeforge.web.display import kind_of, row_key_of
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +139,12 @@ def _messages(event: Event) -> list[str]:
             "operation": event.operation_id,
         }
     )
-    names = ["server"]
-    key = row_key_of(event)
-    if key:
-        names.insert(0, key)
-    return [f"id: {event.pk}\nevent: {name}\ndata: {data}\n\n" for name in names]
+    names = [row_key_of(event), _kind_event(event), "server"]
+    return [
+        f"id: {event.pk}\nevent: {name}\ndata: {data}\n\n" for name in names if name
+    ]
+
+
+def _kind_event(event: Event) -> str | None:
+    kind = kind_of(event)
+    return f"kind-{kind}" if kind else None

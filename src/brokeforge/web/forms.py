@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-
-from brokeforge.packages.apt import BACKUP_DIR
-from brokeforge.packages.base import PackageKind
 
 
 class ServerForm(forms.Form):
@@ -44,29 +39,3 @@ class ServerForm(forms.Form):
                 target = None
             for item in errors:
                 self.add_error(target, item)
-
-
-class RemoveForm(forms.Form):
-    """The confirm step of Remove: what happens to the data must be chosen."""
-
-    # Not called `data`: that name is the form's own bound input.
-    data_choice = forms.ChoiceField(
-        choices=[
-            ("keep", f"Keep it: move it to {BACKUP_DIR} on the server"),
-            ("delete", "Delete it"),
-        ],
-        widget=forms.RadioSelect,
-        label="The data",
-    )
-
-    def __init__(self, kind: PackageKind, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        data_dir = getattr(kind, "data_dir", "")
-        field = self.fields["data_choice"]
-        field.label = f"{kind.label}'s data" + (f" ({data_dir})" if data_dir else "")
-        field.error_messages["required"] = (
-            f"Say what happens to {kind.label}'s data: keep it or delete it."
-        )
-        field.error_messages["invalid_choice"] = (
-            "Choose keep or delete; %(value)s is neither."
-        )

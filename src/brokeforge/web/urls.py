@@ -29,6 +29,7 @@ urlpatterns = [
         views.server_operations_table,
         name="server-operations-table",
     ),
+    path("servers/<slug:name>/kinds/<slug:kind>/", views.kind_table, name="kind-table"),
     path("servers/<slug:name>/check/", views.server_check, name="server-check"),
     path("servers/<slug:name>/repin/", views.server_repin, name="server-repin"),
     path("servers/<slug:name>/remove/", views.server_remove, name="server-remove"),
@@ -36,6 +37,11 @@ urlpatterns = [
         "servers/<slug:name>/<slug:kind>/<slug:action>/",
         views.database_action,
         name="database-action",
+    ),
+    path(
+        "servers/<slug:name>/<slug:kind>/<int:record_id>/<slug:action>/",
+        views.record_action,
+        name="record-action",
     ),
     path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
     path(

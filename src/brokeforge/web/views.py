@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import django_htmx
 from django.contrib import messages
@@ -12,13 +14,14 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
 from brokeforge.lifecycle.machine import cancel, refusal
 from brokeforge.lifecycle.models import Action, Operation
+from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
@@ -26,14 +29,16 @@ from brokeforge.servers.service import add_server, check_server, remove_server
 from brokeforge.web.access import visible_server, visible_servers
 from brokeforge.web.display import (
     ACTION_ORDER,
+    family_sections,
+    kind_section,
     operations_of,
     row_by_key,
-    sections,
+    row_key,
     status_counts,
     waiting_text,
 )
 from brokeforge.web.events import latest_event_id
-from brokeforge.web.forms import RemoveForm, ServerForm
+from brokeforge.web.forms import ServerForm
 
 #: How many operations the server page lists; the operations page has more.
 RECENT_OPERATIONS = 20
@@ -105,7 +110,7 @@ def server_detail(request: HttpRequest, name: str) -> HttpResponse:
     after = latest_event_id()
     context = {
         "server": server,
-        "sections": sections(server),
+        "families": family_sections(server),
         "operations": _recent_operations(server),
         "after": after,
     }
@@ -121,7 +126,18 @@ def record_row(request: HttpRequest, name: str, key: str) -> HttpResponse:
     if row is None:
         raise Http404("no such row")
     context = {"server": server, "row": row}
-    return render(request, "web/partials/record_row.html", context)
+    return render(request, "web/_record_row.html", context)
+
+
+@login_required
+@require_GET
+def kind_table(request: HttpRequest, name: str, kind: str) -> HttpResponse:
+    """A kind's table of records, re-rendered when one appears or goes."""
+    server = visible_server(request.user, name)
+    if kind not in KINDS or not KINDS[kind].many:
+        raise Http404("no such kind with many records")
+    context = {"server": server, "section": kind_section(server, KINDS[kind])}
+    return render(request, "web/_kind_table.html", context)
 
 
 @login_required
@@ -211,55 +227,148 @@ def server_remove(request: HttpRequest, name: str) -> HttpResponse:
 def database_action(
     request: HttpRequest, name: str, kind: str, action: str
 ) -> HttpResponse:
-    """Ask for install, update, remove or retry; a refusal changes nothing.
+    """Ask for install (create), update, remove or retry; a refusal changes nothing.
 
-    Remove is destructive, so it takes a confirm step: GET (or a POST without
-    `confirm`) shows what it will do and asks about the data; only the
-    confirmed POST acts.
+    For a kind with many records this URL only creates one; the others are
+    named by `record_action`.
     """
+    return _act(request, name, kind, action, None)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def record_action(
+    request: HttpRequest, name: str, kind: str, record_id: int, action: str
+) -> HttpResponse:
+    """Update, remove or retry one record of a kind with many records."""
+    return _act(request, name, kind, action, record_id)
+
+
+def _act(
+    request: HttpRequest, name: str, kind_name: str, action: str, record_id: int | None
+) -> HttpResponse:
+    """Act on a kind or record. Remove is destructive, so it takes a confirm
+    step: GET (or a POST without `confirm`) shows what it will do and asks
+    for the remove options; only the confirmed POST acts."""
     server = visible_server(request.user, name)
-    if kind not in KINDS or action not in ACTION_ORDER:
+    if kind_name not in KINDS or action not in ACTION_ORDER:
         raise Http404("no such package kind or action")
-    params = None
+    kind = KINDS[kind_name]
     if action == "remove":
-        if request.method == "GET" or "confirm" not in request.POST:
-            chosen = {"data_choice": request.POST.get("data_choice")}
-            form = RemoveForm(KINDS[kind], initial=chosen)
-            return _confirm_remove(request, server, kind, form)
-        form = RemoveForm(KINDS[kind], request.POST)
-        if not form.is_valid():
-            return _confirm_remove(request, server, kind, form, status=400)
-        params = {"data": form.cleaned_data["data_choice"]}
-    elif request.method == "GET":
+        return _remove(request, server, kind, record_id)
+    if request.method == "GET":
         return redirect("server-detail", name=server.name)
     try:
         operation = request_action(
-            server, kind, action, user=request.user, params=params
+            server,
+            kind_name,
+            action,
+            user=request.user,
+            params=_posted_params(request, kind, action),
+            record_id=record_id,
         )
     except ActionRefused as exc:
         messages.error(request, f"Refused: {exc}")
     else:
-        what = operation.get_action_display()
-        if action == "retry":
-            what = f"Retry ({operation.action})"
-        messages.success(
-            request,
-            f"{what} of {operation.record_label} requested "
-            f"(operation #{operation.pk}, attempt {operation.attempt}).",
-        )
+        _say_requested(request, kind, action, operation)
     return redirect("server-detail", name=server.name)
 
 
-def _confirm_remove(
-    request: HttpRequest, server: Server, kind: str, form: RemoveForm, status: int = 200
+def _remove(
+    request: HttpRequest, server: Server, kind: PackageKind, record_id: int | None
 ) -> HttpResponse:
-    row = row_by_key(server, f"db-{kind}")
-    assert row is not None
-    if "remove" not in row.actions:
-        messages.error(request, f"Refused: {refusal(row.record, Action.REMOVE)}")
+    key = row_key(kind.name, record_id or 0)
+    row = row_by_key(server, key)
+    if row is None:
+        raise Http404("no such record")
+    why = refusal(row.record, Action.REMOVE)
+    if why:
+        messages.error(request, f"Refused: {why}")
         return redirect("server-detail", name=server.name)
-    context = {"server": server, "row": row, "form": form, "kind": kind}
+    confirmed = request.method == "POST" and "confirm" in request.POST
+    errors = _field_errors(kind.remove_fields, request.POST) if confirmed else {}
+    if confirmed and not errors:
+        try:
+            operation = request_action(
+                server,
+                kind.name,
+                "remove",
+                user=request.user,
+                params=_posted_params(request, kind, "remove"),
+                record_id=record_id,
+            )
+        except ActionRefused as exc:
+            errors = {"": [str(exc)]}
+        else:
+            _say_requested(request, kind, "remove", operation)
+            return redirect("server-detail", name=server.name)
+    fields = [
+        (field, request.POST.get(field.name, ""), errors.get(field.name, []))
+        for field in kind.remove_fields
+    ]
+    context = {
+        "server": server,
+        "row": row,
+        "fields": fields,
+        "errors": errors.get("", []),
+        "url": request.path,
+    }
+    status = 400 if errors else 200
     return render(request, "web/confirm_remove.html", context, status=status)
+
+
+def _field_errors(fields: Sequence[Field], posted: QueryDict) -> dict[str, list[str]]:
+    """What a person must fix in a form, by field name, before it is sent on.
+
+    Only what the form itself can tell (a missing answer, an answer not on
+    offer); the kind's `clean_params` still validates everything.
+    """
+    errors: dict[str, list[str]] = {}
+    for field in fields:
+        value = posted.get(field.name, "")
+        if field.boolean:
+            continue
+        if field.required and not value:
+            errors[field.name] = [f"Choose or enter {field.label.lower()}."]
+        elif value and field.choices and value not in dict(field.choices):
+            offered = ", ".join(v for v, _ in field.choices)
+            errors[field.name] = [f"{value!r} is not one of: {offered}."]
+    return errors
+
+
+def _say_requested(
+    request: HttpRequest, kind: PackageKind, action: str, operation: Operation
+) -> None:
+    what = kind.verb(operation.action).capitalize()
+    if action == "retry":
+        what = f"Retry ({kind.verb(operation.action)})"
+    messages.success(
+        request,
+        f"{what} of {operation.record_label} requested "
+        f"(operation #{operation.pk}, attempt {operation.attempt}).",
+    )
+
+
+def _posted_params(
+    request: HttpRequest, kind: PackageKind, action: str
+) -> dict[str, Any] | None:
+    """The options the kind declares for `action`, as the form sent them."""
+    fields: Sequence[Field] = ()
+    if action == "install" and kind.many:
+        fields = kind.fields
+    elif action == "update":
+        fields = kind.update_fields
+    elif action == "remove":
+        fields = kind.remove_fields
+    params: dict[str, Any] = {}
+    for field in fields:
+        if field.boolean:
+            params[field.name] = field.name in request.POST
+            continue
+        value = request.POST.get(field.name, "")
+        if value or field.required:
+            params[field.name] = value
+    return params or None
 
 
 @login_required
