@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from brokeforge.lifecycle import machine
 from brokeforge.lifecycle.models import Action, Event, Operation, OperationState
-from brokeforge.packages.models import Database
+from brokeforge.packages.models import Database, SqlDatabase
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
 from brokeforge.web.events import read_messages, resume_point
@@ -194,3 +194,24 @@ def test_it_gives_the_cancel_of_a_queued_operation_its_own_event(
     messages, _ = read_messages(server.pk, Event.objects.first().pk)  # type: ignore[union-attr]
     assert '"status": "failed"' in messages[0]
     assert Operation.objects.get().state == OperationState.CANCELLED
+
+
+def test_it_reloads_the_table_of_a_kind_with_many_records_on_a_new_one(
+    server: Server,
+) -> None:
+    Database.objects.create(
+        server=server, kind="mariadb", status="active", last_action="install"
+    )
+    request_action(
+        server, "database", "install", params={"engine": "mariadb", "name": "shop"}
+    )
+    shop = SqlDatabase.objects.get()
+
+    messages, _ = read_messages(server.pk, 0)
+
+    names = [m.split("\n")[1] for m in messages]
+    assert names == [
+        f"event: rec-database-{shop.pk}",
+        "event: kind-database",
+        "event: server",
+    ]

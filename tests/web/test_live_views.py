@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from brokeforge.lifecycle.models import Operation, OperationState, RecordStatus
-from brokeforge.packages.models import Database
+from brokeforge.packages.models import Database, SqlDatabase
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
 from brokeforge.web.display import slowness, waiting_text
@@ -247,3 +247,28 @@ def test_it_does_not_guess_without_earlier_successes(
     running = make_operation(record, state=OperationState.RUNNING, started_at=start)
 
     assert slowness(running) == ""
+
+
+def test_it_renders_the_row_and_table_of_a_kind_with_many_records(
+    signed_in: Client, server: Server, make_database: Callable[..., Database]
+) -> None:
+    make_database(server, "mariadb", RecordStatus.ACTIVE)
+    request_action(
+        server, "database", "install", params={"engine": "mariadb", "name": "shop"}
+    )
+    shop = SqlDatabase.objects.get()
+    key = f"rec-database-{shop.pk}"
+
+    row = signed_in.get(reverse("record-row", args=[server.name, key]))
+    table = signed_in.get(reverse("kind-table", args=[server.name, "database"]))
+
+    assert row.content.decode().strip().startswith(f'<tr id="{key}"')
+    assert "database shop in MariaDB" in plain_text(row.content)
+    assert f'<tr id="{key}"' in table.content.decode()
+    assert 'hx-trigger="sse:kind-database"' in table.content.decode()
+    other = signed_in.get(reverse("record-row", args=[server.name, key + "0"]))
+    assert other.status_code == 404
+    assert (
+        signed_in.get(reverse("kind-table", args=[server.name, "redis"])).status_code
+        == 404
+    )
