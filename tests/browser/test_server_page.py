@@ -231,7 +231,7 @@ def test_it_installs_and_removes_redis_on_a_real_host_live(
         row.get_by_role("button", name="Remove…").click()
         page.get_by_role("button", name="Remove Redis").click()
         expect(page.locator("#field-data .errorlist")).to_contain_text(
-            "Choose or enter its data."
+            "Choose its data."
         )
         page.get_by_label("delete", exact=True).check()
         page.get_by_role("button", name="Remove Redis").click()

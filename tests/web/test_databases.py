@@ -215,8 +215,8 @@ def test_it_refuses_a_forged_action_and_changes_nothing(
 @pytest.mark.parametrize(
     ("data", "complaint"),
     [
-        ({}, "Choose or enter its data."),
-        ({"data": ""}, "Choose or enter its data."),
+        ({}, "Choose its data."),
+        ({"data": ""}, "Choose its data."),
         ({"data": "maybe"}, "&#x27;maybe&#x27; is not one of: keep, delete."),
     ],
 )

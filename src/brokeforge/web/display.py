@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.db.models import QuerySet
@@ -139,13 +139,32 @@ class RecordRow:
 
 
 @dataclass(frozen=True)
+class FormEntry:
+    """One field of a form as shown: its value and what is wrong with it."""
+
+    field: Field
+    value: str
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class KindSection:
     kind: PackageKind
     rows: list[RecordRow]
+    #: The create form as sent back with errors; empty shows the defaults.
+    entries: tuple[FormEntry, ...] = ()
+    #: What the kind refused about the whole form, shown at its top.
+    form_errors: tuple[str, ...] = ()
 
     @property
     def create_fields(self) -> tuple[Field, ...]:
         return tuple(self.kind.fields)
+
+    @property
+    def create_entries(self) -> tuple[FormEntry, ...]:
+        if self.entries:
+            return self.entries
+        return tuple(FormEntry(f, f.default) for f in self.kind.fields)
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,24 @@ def preview(text: str) -> str:
     if len(shown) > ERROR_PREVIEW_CHARS:
         shown = shown[:ERROR_PREVIEW_CHARS].rstrip() + " …"
     return shown
+
+
+def with_create_errors(
+    sections: list[FamilySection],
+    kind_name: str,
+    entries: tuple[FormEntry, ...],
+    form_errors: tuple[str, ...],
+) -> list[FamilySection]:
+    """The sections with one kind's create form shown as sent, with its errors."""
+
+    def mark(section: KindSection) -> KindSection:
+        if section.kind.name != kind_name:
+            return section
+        return replace(section, entries=entries, form_errors=form_errors)
+
+    return [
+        replace(family, kinds=[mark(k) for k in family.kinds]) for family in sections
+    ]
 
 
 def record_row(kind: PackageKind, record: ManagedRecord | None) -> RecordRow:

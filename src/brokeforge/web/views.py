@@ -29,6 +29,8 @@ from brokeforge.servers.service import add_server, check_server, remove_server
 from brokeforge.web.access import visible_server, visible_servers
 from brokeforge.web.display import (
     ACTION_ORDER,
+    FamilySection,
+    FormEntry,
     family_sections,
     kind_section,
     operations_of,
@@ -36,6 +38,7 @@ from brokeforge.web.display import (
     row_key,
     status_counts,
     waiting_text,
+    with_create_errors,
 )
 from brokeforge.web.events import latest_event_id
 from brokeforge.web.forms import ServerForm
@@ -108,13 +111,24 @@ def server_detail(request: HttpRequest, name: str) -> HttpResponse:
     # Read the event mark before the rows: a change committed in between is
     # then sent again by the stream, never lost.
     after = latest_event_id()
+    return _render_server(request, server, family_sections(server), after=after)
+
+
+def _render_server(
+    request: HttpRequest,
+    server: Server,
+    families: list[FamilySection],
+    *,
+    after: int | None = None,
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "server": server,
-        "families": family_sections(server),
+        "families": families,
         "operations": _recent_operations(server),
-        "after": after,
+        "after": latest_event_id() if after is None else after,
     }
-    return render(request, "web/server_detail.html", context)
+    return render(request, "web/server_detail.html", context, status=status)
 
 
 @login_required
@@ -258,6 +272,8 @@ def _act(
         return _remove(request, server, kind, record_id)
     if request.method == "GET":
         return redirect("server-detail", name=server.name)
+    if action == "install" and kind.many:
+        return _create(request, server, kind)
     try:
         operation = request_action(
             server,
@@ -272,6 +288,38 @@ def _act(
     else:
         _say_requested(request, kind, action, operation)
     return redirect("server-detail", name=server.name)
+
+
+def _create(request: HttpRequest, server: Server, kind: PackageKind) -> HttpResponse:
+    """Create a record from a kind's form; errors go back next to the fields."""
+    errors = _field_errors(kind.fields, request.POST)
+    if not errors:
+        try:
+            operation = request_action(
+                server,
+                kind.name,
+                "install",
+                user=request.user,
+                params=_posted_params(request, kind, "install"),
+            )
+        except ActionRefused as exc:
+            errors = {"": [str(exc)]}
+        else:
+            _say_requested(request, kind, "install", operation)
+            return redirect("server-detail", name=server.name)
+    entries = tuple(
+        FormEntry(
+            field,
+            # A secret is never sent back to the browser.
+            "" if field.secret else request.POST.get(field.name, ""),
+            tuple(errors.get(field.name, [])),
+        )
+        for field in kind.fields
+    )
+    families = with_create_errors(
+        family_sections(server), kind.name, entries, tuple(errors.get("", []))
+    )
+    return _render_server(request, server, families, status=400)
 
 
 def _remove(
@@ -329,7 +377,8 @@ def _field_errors(fields: Sequence[Field], posted: QueryDict) -> dict[str, list[
         if field.boolean:
             continue
         if field.required and not value:
-            errors[field.name] = [f"Choose or enter {field.label.lower()}."]
+            verb = "Choose" if field.choices else "Enter"
+            errors[field.name] = [f"{verb} {field.label.lower()}."]
         elif value and field.choices and value not in dict(field.choices):
             offered = ", ".join(v for v, _ in field.choices)
             errors[field.name] = [f"{value!r} is not one of: {offered}."]
