@@ -116,6 +116,9 @@ def test_postgresql_installs_after_a_held_lock_hosts_a_database_and_is_removed(
         password=AWKWARD_PASSWORD,
     )
     assert database.status == RecordStatus.ACTIVE, database.error_message
+    # The file that carried the password is gone.
+    leftovers = "grep -rlF 'IFS}/tmp/pwned' /tmp /root 2>/dev/null || echo none"
+    assert on_host(debian_host, leftovers) == "none"
     assert (
         psql(debian_host, "SELECT datname FROM pg_database WHERE datname='shop'")
         == "shop"
