@@ -350,9 +350,24 @@ def _cmd_action(args: argparse.Namespace) -> int:
         f"operation {operation.pk}: {kind.verb(operation.action)} "
         f"{operation.record_label} (attempt {operation.attempt}) queued"
     )
+    secret_fields = [f.name for f in kind.fields if f.secret]
+    if args.action in ("install", "create", "add") and secret_fields:
+        _print_generated_secret(kind, operation, params, secret_fields)
     if not args.wait:
         return 0
     return _follow(operation.pk)
+
+
+def _print_generated_secret(
+    kind: Any, operation: Any, params: dict[str, Any], secret_fields: list[str]
+) -> None:
+    """Show a password BrokeForge generated, once, to the person who asked."""
+    if any(params.get(name) for name in secret_fields):
+        return
+    record = kind.records().filter(pk=operation.record_id).first()
+    secret = kind.secret(record) if record is not None else ""
+    if secret:
+        print(f"generated password (shown once here; keep it): {secret}")
 
 
 def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:

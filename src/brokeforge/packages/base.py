@@ -261,6 +261,11 @@ class PackageKind:
         """How a person names a record of a kind with its own model."""
         return self.label
 
+    def secret(self, record: ManagedRecord) -> str:
+        """The record's secret (a generated password) for its owner to read;
+        empty when it has none. Shown only on explicit request."""
+        return ""
+
     def parent_kind(self, record: ManagedRecord) -> str | None:
         """The kind whose record must be active for `record` (None: none)."""
         return self.parent
