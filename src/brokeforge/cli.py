@@ -398,7 +398,7 @@ def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         hint = " ".join("--" + f.name.replace("_", "-") for f in fields if not f.secret)
         raise CommandError(
-            f"unknown option for {args.action} {kind.name}: {' '.join(unknown)}"
+            f"unknown option for {args.command} {kind.name}: {' '.join(unknown)}"
             + (f" (it takes {hint})" if hint else "")
         )
     params: dict[str, Any] = {
