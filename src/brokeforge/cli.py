@@ -16,9 +16,9 @@ logger = logging.getLogger("brokeforge.cli")
 
 #: The action commands, each with the other words it answers to.
 ACTION_COMMANDS = {
-    "install": ("create", "add"),
+    "install": ("create", "add", "provision", "deploy"),
     "update": (),
-    "remove": ("drop", "delete"),
+    "remove": ("drop", "delete", "forget"),
     "retry": (),
 }
 WAIT_POLL_SECONDS = 0.5
@@ -351,7 +351,7 @@ def _cmd_action(args: argparse.Namespace) -> int:
         f"{operation.record_label} (attempt {operation.attempt}) queued"
     )
     secret_fields = [f.name for f in kind.fields if f.secret]
-    if args.action in ("install", "create", "add") and secret_fields:
+    if args.action == "install" and secret_fields:
         _print_generated_secret(kind, operation, params, secret_fields)
     if not args.wait:
         return 0
@@ -372,7 +372,7 @@ def _print_generated_secret(
 
 def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The kind's own options from the command line (and a password on stdin)."""
-    action = "install" if args.action in ("install", "create", "add") else args.action
+    action = args.action  # the action the command stands for, whatever its alias
     fields = []
     if action == "install" and kind.many:
         fields = list(kind.fields)
