@@ -122,7 +122,8 @@ def test_it_names_the_record_to_drop_and_refuses_unknown_options(
     assert cli.main(["status", "--server", "web-1"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"web-1\tdatabase #{record.pk} (database app in MariaDB on web-1)"
-        "\tuninstalling",
+        "\tuninstalling\t(waiting for a worker — none is running "
+        "(start `brokeforge serve`))",
         "web-1\tmariadb\tactive",
     ]
 
