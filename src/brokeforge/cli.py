@@ -16,13 +16,13 @@ logger = logging.getLogger("brokeforge.cli")
 
 #: The action commands, each with the other words it answers to.
 ACTION_COMMANDS = {
-    "install": ("create", "add"),
+    "install": ("create", "add", "provision", "deploy"),
     "update": (),
-    "remove": ("drop", "delete"),
+    "remove": ("drop", "delete", "forget"),
     "retry": (),
 }
 WAIT_POLL_SECONDS = 0.5
-NO_WORKER_HINT_SECONDS = 15
+NO_WORKER_HINT_SECONDS = 3
 LONG_RUNNING = {"serve", "web", "worker"}
 MAX_KEY_BYTES = 64 * 1024
 
@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--server", metavar="NAME")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_cmd_status)
+
+    cancel = commands.add_parser("cancel", help="cancel a queued or running operation")
+    cancel.add_argument("operation_id", type=int)
+    cancel.add_argument(
+        "--wait", action="store_true", help="wait until the operation has ended"
+    )
+    cancel.set_defaults(handler=_cmd_cancel)
 
     log = commands.add_parser("log", help="print an operation's output")
     log.add_argument("operation_id", type=int)
@@ -350,14 +357,29 @@ def _cmd_action(args: argparse.Namespace) -> int:
         f"operation {operation.pk}: {kind.verb(operation.action)} "
         f"{operation.record_label} (attempt {operation.attempt}) queued"
     )
+    secret_fields = [f.name for f in kind.fields if f.secret]
+    if args.action == "install" and secret_fields:
+        _print_generated_secret(kind, operation, params, secret_fields)
     if not args.wait:
         return 0
     return _follow(operation.pk)
 
 
+def _print_generated_secret(
+    kind: Any, operation: Any, params: dict[str, Any], secret_fields: list[str]
+) -> None:
+    """Show a password BrokeForge generated, once, to the person who asked."""
+    if any(params.get(name) for name in secret_fields):
+        return
+    record = kind.records().filter(pk=operation.record_id).first()
+    secret = kind.secret(record) if record is not None else ""
+    if secret:
+        print(f"generated password (shown once here; keep it): {secret}")
+
+
 def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The kind's own options from the command line (and a password on stdin)."""
-    action = "install" if args.action in ("install", "create", "add") else args.action
+    action = args.action  # the action the command stands for, whatever its alias
     fields = []
     if action == "install" and kind.many:
         fields = list(kind.fields)
@@ -383,7 +405,7 @@ def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         hint = " ".join("--" + f.name.replace("_", "-") for f in fields if not f.secret)
         raise CommandError(
-            f"unknown option for {args.action} {kind.name}: {' '.join(unknown)}"
+            f"unknown option for {args.command} {kind.name}: {' '.join(unknown)}"
             + (f" (it takes {hint})" if hint else "")
         )
     params: dict[str, Any] = {
@@ -420,10 +442,11 @@ def _cmd_kinds(args: argparse.Namespace) -> int:
 def _follow(operation_id: int) -> int:
     """Print an operation's output as it grows; exit status says how it ended."""
     from brokeforge.lifecycle.models import Operation, OperationState
+    from brokeforge.lifecycle.waiting import waiting_reason
 
     printed = 0  # position in the whole output stream, not in the stored tail
     started = time.monotonic()
-    hinted = False
+    hinted: str | None = None
     while True:
         operation = Operation.objects.get(pk=operation_id)
         end = operation.output_dropped + len(operation.output)
@@ -438,17 +461,11 @@ def _follow(operation_id: int) -> int:
         if operation.is_finished:
             break
         waited = time.monotonic() - started
-        if (
-            operation.state == OperationState.QUEUED
-            and waited > NO_WORKER_HINT_SECONDS
-            and not hinted
-        ):
-            print(
-                "still queued: is a worker running? "
-                "(brokeforge serve, or brokeforge worker)",
-                file=sys.stderr,
-            )
-            hinted = True
+        if waited > NO_WORKER_HINT_SECONDS:
+            reason = waiting_reason(operation)
+            if reason and reason != hinted:
+                print(f"[{reason}]", file=sys.stderr)
+                hinted = reason
         time.sleep(WAIT_POLL_SECONDS)
     print(f"operation {operation.pk} {operation.state}")
     if operation.state != OperationState.SUCCEEDED:
@@ -459,6 +476,7 @@ def _follow(operation_id: int) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     _setup()
+    from brokeforge.lifecycle.waiting import waiting_reason
     from brokeforge.packages.registry import get_kind
     from brokeforge.packages.service import all_records
 
@@ -466,18 +484,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     records = sorted(
         all_records(server), key=lambda r: (r.server.name, r.kind_name(), r.pk)
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in records:
-        kind = get_kind(r.kind_name())
+        operation = r.current_operation()
         rows.append(
             {
                 "server": r.server.name,
-                "kind": kind.name,
+                "kind": r.kind_name(),
                 "id": r.pk,
                 "label": r.label(),
                 "status": r.status,
                 "version": str(getattr(r, "version", "") or ""),
                 "error": r.error_message,
+                "operation": operation.pk if operation else None,
+                "waiting": waiting_reason(operation)
+                if operation and not operation.is_finished
+                else None,
             }
         )
     if args.json:
@@ -485,14 +507,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no records yet (try: brokeforge install redis --server NAME)")
-    for row, record in zip(rows, records, strict=True):
+    for row in rows:
         what = row["kind"]
         if get_kind(row["kind"]).many:
-            what += f" #{row['id']} ({record.label()})"
+            what += f" #{row['id']} ({row['label']})"
         line = f"{row['server']}\t{what}\t{row['status']}"
+        if row["waiting"]:
+            line += f"\t({row['waiting']})"
         if row["error"]:
             line += "\t" + " | ".join(row["error"].splitlines())
         print(line)
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.lifecycle import machine
+    from brokeforge.lifecycle.errors import ActionRefused
+    from brokeforge.lifecycle.models import Operation
+
+    operation = Operation.objects.filter(pk=args.operation_id).first()
+    if operation is None:
+        raise CommandError(f"no operation {args.operation_id}")
+    try:
+        operation = machine.cancel(operation)
+    except ActionRefused as exc:
+        raise CommandError(str(exc)) from None
+    if operation.is_finished:
+        print(f"operation {operation.pk} {operation.state}: {operation.error_message}")
+        return 0
+    print(f"operation {operation.pk}: cancel requested; its worker is stopping it")
+    if not args.wait:
+        return 0
+    _follow(operation.pk)
     return 0
 
 
