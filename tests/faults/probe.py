@@ -30,11 +30,18 @@ class Probe(PackageKind):
         tag = params.get("tag", "probe")
         fail = bool(params.get("fail", False))
         prompt = bool(params.get("prompt", False))
+        pipeline = bool(params.get("pipeline", False))
         if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
             raise ActionRefused("seconds must be a number from 0 to 3600")
         if not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9-]{1,40}", tag):
             raise ActionRefused("tag must be 1-40 lowercase letters, digits or -")
-        return {"seconds": seconds, "tag": tag, "fail": fail, "prompt": prompt}
+        return {
+            "seconds": seconds,
+            "tag": tag,
+            "fail": fail,
+            "prompt": prompt,
+            "pipeline": pipeline,
+        }
 
     def script(
         self, action: Action, facts: HostFacts, params: Mapping[str, Any]
@@ -49,6 +56,12 @@ class Probe(PackageKind):
             f'echo "start {tag} $(date +%s.%N)" >> {PROBE_LOG}\n'
             f"echo 'probe {tag} running'\n"
             + (prompt if params.get("prompt") else "")
+            # A pipeline whose first stage fails and whose last succeeds.
+            + (
+                "grep -h probe /nonexistent/file | sort\n"
+                if params.get("pipeline")
+                else ""
+            )
             + f"sleep {float(seconds)}\n"
             f'echo "end {tag} $(date +%s.%N)" >> {PROBE_LOG}\n' + ending
         )
