@@ -9,11 +9,12 @@ body differs. tests/settings.py adds it with BROKEFORGE_EXTRA_KINDS.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.lifecycle.models import Action
+from brokeforge.lifecycle.models import Action, Operation
 from brokeforge.packages.base import HostFacts, PackageKind
 
 #: Where the probe logs "start|end <tag> <epoch>" lines on the host.
@@ -31,6 +32,7 @@ class Probe(PackageKind):
         fail = bool(params.get("fail", False))
         prompt = bool(params.get("prompt", False))
         pipeline = bool(params.get("pipeline", False))
+        stall = float(params.get("stall", 0))
         if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
             raise ActionRefused("seconds must be a number from 0 to 3600")
         if not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9-]{1,40}", tag):
@@ -41,6 +43,7 @@ class Probe(PackageKind):
             "fail": fail,
             "prompt": prompt,
             "pipeline": pipeline,
+            "stall": stall,
         }
 
     def script(
@@ -68,6 +71,11 @@ class Probe(PackageKind):
 
     def verify_script(self, action: Action, facts: HostFacts) -> str:
         return "echo probe-ok\n"
+
+    def after_verify(self, operation: Operation, output: str) -> None:
+        # Blocking code in the worker itself, out of the runner's timeouts'
+        # reach: only the watchdog can end this.
+        time.sleep(float(operation.params.get("stall", 0)))
 
 
 class SecondProbe(Probe):

@@ -29,7 +29,7 @@ from django_tasks_db.models import DBTaskResult
 
 from brokeforge.lifecycle import machine, runner, spool
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.lifecycle.models import Event, Operation, OperationState
+from brokeforge.lifecycle.models import Event, Operation, OperationState, Worker
 from brokeforge.lifecycle.reaper import reap
 from brokeforge.lifecycle.waiting import waiting_reason
 from brokeforge.packages.models import Database
@@ -834,3 +834,40 @@ def test_supervised_bare_workers_fail_a_killed_ones_operation_at_once(
     assert "killed by signal 9" in operation.error_message
     assert seconds_since(killed_at, operation) < 10
     assert not wait_no_leftovers(host.root)
+
+
+def test_the_watchdog_ends_a_worker_stuck_past_its_deadline(
+    fleet: Fleet, host: DebianTestHost, host_server: Server
+):
+    """Code stuck inside the worker, where no timeout reaches: the operation
+    fails at its deadline and the watchdog ends the process; serve starts a
+    new one."""
+    fleet.serve(workers=1)
+    with transaction.atomic():
+        operation = request_action(
+            host_server,
+            "probe",
+            "install",
+            params={"seconds": 0, "tag": "stuck", "stall": 600},
+        )
+        Operation.objects.filter(pk=operation.pk).update(timeout_seconds=2)
+    wait_for(lambda: Operation.objects.get(pk=operation.pk).worker_id, 30, "a claim")
+    operation.refresh_from_db()
+    pid = fleet.worker_pid(operation.worker_id)
+
+    wait_terminal(operation, timeout=60)
+    check_after([operation], ["timed_out"])
+    assert operation.error_message.startswith("timed out after 2 s")
+
+    def process_gone() -> bool:
+        return not Path(f"/proc/{pid}").exists() or Path(
+            f"/proc/{pid}/stat"
+        ).read_text().split(") ")[1].startswith("Z")
+
+    wait_for(process_gone, 60, "the watchdog to end the stuck worker")
+    assert "ending this worker" in fleet.log_text()
+    wait_for(
+        lambda: Worker.objects.exclude(id=operation.worker_id).exists(),
+        30,
+        "serve to start a new worker",
+    )
