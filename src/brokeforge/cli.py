@@ -77,7 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=8000)
     web.set_defaults(handler=_lazy("brokeforge.supervisor", "web"))
 
-    worker = commands.add_parser("worker", help="run one worker process")
+    worker = commands.add_parser(
+        "worker", help="run a worker process (or several, supervised)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="run this many worker processes under a supervisor that fails a "
+        "dead one's operation at once and restarts it",
+    )
     worker.set_defaults(handler=_lazy("brokeforge.supervisor", "worker"))
 
     createuser = commands.add_parser("createuser", help="create an account")
