@@ -27,6 +27,7 @@ from brokeforge.lifecycle.models import (
 from brokeforge.lifecycle.waiting import waiting_reason
 from brokeforge.packages.apt import BACKUP_DIR
 from brokeforge.packages.base import Field, PackageKind
+from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import all_records, families
 from brokeforge.servers.models import Server
 
