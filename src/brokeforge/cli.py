@@ -14,7 +14,13 @@ from typing import Any
 
 logger = logging.getLogger("brokeforge.cli")
 
-KIND_NAMES = ("redis", "mariadb", "mysql")
+#: The action commands, each with the other words it answers to.
+ACTION_COMMANDS = {
+    "install": ("create", "add"),
+    "update": (),
+    "remove": ("drop", "delete"),
+    "retry": (),
+}
 WAIT_POLL_SECONDS = 0.5
 NO_WORKER_HINT_SECONDS = 15
 LONG_RUNNING = {"serve", "web", "worker"}
@@ -27,7 +33,12 @@ class CommandError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A kind's own options (--engine, --name, ...) are only known once the
+    # registry is loaded: the action commands check them themselves.
+    if extra and getattr(args, "handler", None) is not _cmd_action:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.kind_options = extra
     # The database, its WAL files and the secrets are for this user alone,
     # whatever the data directory's own mode.
     os.umask(0o077)
@@ -110,17 +121,36 @@ def build_parser() -> argparse.ArgumentParser:
     listing = server_commands.add_parser("list", help="list servers")
     listing.set_defaults(handler=_cmd_server_list)
 
-    for action in ("install", "update", "remove", "retry"):
-        sub = commands.add_parser(action, help=f"{action} a package on a server")
-        sub.add_argument("kind", choices=KIND_NAMES)
+    for action, aliases in ACTION_COMMANDS.items():
+        sub = commands.add_parser(
+            action,
+            aliases=list(aliases),
+            help=f"{action} a package or record on a server"
+            + (f" ({', '.join(aliases)} are the same)" if aliases else ""),
+            epilog="A kind's own options follow (see: brokeforge kinds).",
+        )
+        sub.add_argument("kind", help="the package kind (see: brokeforge kinds)")
         sub.add_argument("--server", required=True, metavar="NAME")
         sub.add_argument(
             "--wait",
             action="store_true",
             help="follow the operation to its end; exit 1 if it failed",
         )
+        if action != "install":
+            sub.add_argument(
+                "--id",
+                type=int,
+                dest="record_id",
+                help="which record, for kinds with many (see: brokeforge status)",
+            )
+        if action == "install":
+            sub.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the kind's password option from standard input",
+            )
         if action == "remove":
-            data = sub.add_mutually_exclusive_group(required=True)
+            data = sub.add_mutually_exclusive_group()
             data.add_argument(
                 "--keep-data",
                 dest="data",
@@ -136,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="delete the data with the package",
             )
         sub.set_defaults(handler=_cmd_action, action=action)
+
+    kinds = commands.add_parser("kinds", help="every package kind and its options")
+    kinds.set_defaults(handler=_cmd_kinds)
 
     status = commands.add_parser("status", help="every record and its status")
     status.add_argument("--server", metavar="NAME")
@@ -294,21 +327,92 @@ def _cmd_server_list(args: argparse.Namespace) -> int:
 def _cmd_action(args: argparse.Namespace) -> int:
     _setup()
     from brokeforge.lifecycle.errors import ActionRefused
+    from brokeforge.packages.registry import get_kind
     from brokeforge.packages.service import request_action
 
-    server = _get_server(args.server)
-    params = {"data": args.data} if args.action == "remove" else None
     try:
-        operation = request_action(server, args.kind, args.action, params=params)
+        kind = get_kind(args.kind)
+    except ActionRefused as exc:
+        raise CommandError(str(exc)) from None
+    server = _get_server(args.server)
+    params = _kind_params(kind, args)
+    try:
+        operation = request_action(
+            server,
+            kind.name,
+            args.action,
+            params=params or None,
+            record_id=getattr(args, "record_id", None),
+        )
     except ActionRefused as exc:
         raise CommandError(str(exc)) from None
     print(
-        f"operation {operation.pk}: {operation.action} {operation.record_label} "
-        f"(attempt {operation.attempt}) queued"
+        f"operation {operation.pk}: {kind.verb(operation.action)} "
+        f"{operation.record_label} (attempt {operation.attempt}) queued"
     )
     if not args.wait:
         return 0
     return _follow(operation.pk)
+
+
+def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The kind's own options from the command line (and a password on stdin)."""
+    action = "install" if args.action in ("install", "create", "add") else args.action
+    fields = []
+    if action == "install" and kind.many:
+        fields = list(kind.fields)
+    elif action == "remove":
+        fields = [f for f in kind.remove_fields if f.name != "data"]
+    parser = argparse.ArgumentParser(
+        prog=f"brokeforge {args.action} {kind.name}", add_help=False
+    )
+    for field in fields:
+        flag = "--" + field.name.replace("_", "-")
+        if field.boolean:
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction
+            )
+        elif not field.secret:
+            parser.add_argument(flag, dest=field.name)
+    try:
+        known, unknown = parser.parse_known_args(args.kind_options)
+    except SystemExit:
+        raise CommandError(f"bad options for {kind.name}") from None
+    if unknown:
+        hint = " ".join("--" + f.name.replace("_", "-") for f in fields if not f.secret)
+        raise CommandError(
+            f"unknown option for {args.action} {kind.name}: {' '.join(unknown)}"
+            + (f" (it takes {hint})" if hint else "")
+        )
+    params: dict[str, Any] = {
+        name: value for name, value in vars(known).items() if value is not None
+    }
+    if action == "remove" and getattr(args, "data", None):
+        params["data"] = args.data
+    secret = next((f for f in fields if f.secret), None)
+    if secret is not None and getattr(args, "password_stdin", False):
+        params[secret.name] = sys.stdin.readline().rstrip("\n")
+    return params
+
+
+def _cmd_kinds(args: argparse.Namespace) -> int:
+    _setup()
+    from brokeforge.packages.registry import KINDS
+
+    for kind in KINDS.values():
+        many = "many per server" if kind.many else "one per server"
+        print(f"{kind.name}\t{kind.label} ({kind.family}, {many})")
+        for field in kind.fields if kind.many else ():
+            if field.secret:
+                option = "--password-stdin"
+            else:
+                option = "--" + field.name.replace("_", "-")
+            need = "required" if field.required else "optional"
+            print(
+                f"    {option}\t{field.label} ({need}){': ' if field.help else ''}"
+                f"{field.help}"
+            )
+    return 0
 
 
 def _follow(operation_id: int) -> int:
@@ -353,28 +457,37 @@ def _follow(operation_id: int) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     _setup()
-    from brokeforge.packages.models import Database
+    from brokeforge.packages.registry import get_kind
+    from brokeforge.packages.service import all_records
 
-    records = Database.objects.select_related("server").order_by("server__name", "kind")
-    if args.server:
-        records = records.filter(server=_get_server(args.server))
-    rows = [
-        {
-            "server": r.server.name,
-            "kind": r.kind,
-            "status": r.status,
-            "version": r.version,
-            "error": r.error_message,
-        }
-        for r in records
-    ]
+    server = _get_server(args.server) if args.server else None
+    records = sorted(
+        all_records(server), key=lambda r: (r.server.name, r.kind_name(), r.pk)
+    )
+    rows = []
+    for r in records:
+        kind = get_kind(r.kind_name())
+        rows.append(
+            {
+                "server": r.server.name,
+                "kind": kind.name,
+                "id": r.pk,
+                "label": r.label(),
+                "status": r.status,
+                "version": str(getattr(r, "version", "") or ""),
+                "error": r.error_message,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print("no records yet (try: brokeforge install redis --server NAME)")
-    for row in rows:
-        line = f"{row['server']}\t{row['kind']}\t{row['status']}"
+    for row, record in zip(rows, records, strict=True):
+        what = row["kind"]
+        if get_kind(row["kind"]).many:
+            what += f" #{row['id']} ({record.label()})"
+        line = f"{row['server']}\t{what}\t{row['status']}"
         if row["error"]:
             line += "\t" + " | ".join(row["error"].splitlines())
         print(line)

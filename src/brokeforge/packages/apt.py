@@ -15,10 +15,16 @@ from django.conf import settings
 
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, Operation
-from brokeforge.packages.base import HostFacts, PackageKind
+from brokeforge.packages.base import Field, HostFacts, PackageKind
 
 BACKUP_DIR = "/var/backups/brokeforge"
 DATA_CHOICES = ("keep", "delete")
+#: What Remove asks about the data directory.
+DATA_FIELD = Field(
+    "data",
+    "its data",
+    choices=(("keep", f"keep (moved to {BACKUP_DIR})"), ("delete", "delete")),
+)
 
 # Shell functions every apt script starts with. apt waits up to
 # BF_LOCK_TIMEOUT seconds for a dpkg lock held by someone else, then fails
@@ -127,6 +133,7 @@ class AptServiceKind(PackageKind):
     ping: ClassVar[str]
     #: A command that prints the running version.
     version_command: ClassVar[str]
+    remove_fields = (DATA_FIELD,)
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         if action != Action.REMOVE:
@@ -196,7 +203,12 @@ class AptServiceKind(PackageKind):
                 version=lines[-1][:200]
             )
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         header = script_header(facts)
         if action == Action.REMOVE:
             checks = "".join(

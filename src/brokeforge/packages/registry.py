@@ -6,14 +6,25 @@ Adding a kind means writing its module and listing its class here.
 from __future__ import annotations
 
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.packages.base import PackageKind
+from brokeforge.packages.base import FAMILY_NAMES, PackageKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
 from brokeforge.packages.redis import Redis
 
-KINDS: dict[str, PackageKind] = {
-    kind.name: kind for kind in (Redis(), MariaDB(), MySQL())
-}
+KINDS: dict[str, PackageKind] = {}
+
+
+def register(kind: PackageKind) -> None:
+    """Add a kind; its name must be new and its family one of FAMILIES."""
+    if kind.name in KINDS:
+        raise ValueError(f"package kind {kind.name!r} is registered twice")
+    if kind.family not in FAMILY_NAMES:
+        raise ValueError(f"package kind {kind.name!r}: unknown family {kind.family!r}")
+    KINDS[kind.name] = kind
+
+
+for _kind in (Redis(), MariaDB(), MySQL()):
+    register(_kind)
 
 
 def get_kind(name: str) -> PackageKind:

@@ -220,7 +220,12 @@ class SSHSession:
         Raises `CommandTimedOut` once `timeout` seconds have passed (after
         killing the remote process group) and `ConnectionLost` when the
         session dies. A non-zero exit status is returned, not raised.
+
+        A script carrying a `stdin` attribute (`packages.base.Script`) gets
+        that text on its standard input: the way to hand it a secret that
+        must not appear on the remote command line.
         """
+        stdin_text: str = getattr(script, "stdin", "")
         assert self._conn is not None, "use SSHSession as an async context manager"
         remote_limit = int(timeout) + REMOTE_TIMEOUT_SLACK
         command = (
@@ -261,6 +266,8 @@ class SSHSession:
                     f"timed out after {timeout:.0f} s: the server never started "
                     "the command"
                 ) from None
+            if stdin_text:
+                process.stdin.write(stdin_text)
             process.stdin.write_eof()
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)

@@ -25,5 +25,10 @@ urlpatterns = [
         views.database_action,
         name="database-action",
     ),
+    path(
+        "servers/<slug:name>/<slug:kind>/<int:record_id>/<slug:action>/",
+        views.record_action,
+        name="record-action",
+    ),
     path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
 ]
