@@ -746,6 +746,19 @@ class DebianHost:
             self.root, cmd, check=check, timeout=timeout, prefix=self.command_prefix
         )
 
+    def ensure_packages(self, *packages: str) -> None:
+        """Install ``packages`` in the host (for test tooling) unless present.
+
+        They are marked as installed by hand, so that a product script's
+        ``apt-get autoremove`` leaves them alone.
+        """
+        names = " ".join(packages)
+        self.run(
+            f"dpkg -s {names} >/dev/null 2>&1 || "
+            f"(apt-get update -q && apt-get install -y -q {names}); "
+            f"apt-mark manual {names} >/dev/null"
+        )
+
     def pids(self, *, include_listener: bool = True) -> list[int]:
         """PIDs of all processes on this machine whose root is the chroot.
 

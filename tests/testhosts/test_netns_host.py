@@ -36,15 +36,6 @@ def link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-def ensure_packages(host: NamespacedDebianTestHost, *packages: str) -> None:
-    """Install ``packages`` in the host (through its mirror proxy) if missing."""
-    names = " ".join(packages)
-    host.run(
-        f"dpkg -s {names} >/dev/null 2>&1 || "
-        f"(apt-get update -q && apt-get install -y -q {names})"
-    )
-
-
 def machine_rules(host: NamespacedDebianTestHost) -> str:
     """This machine's own netfilter state, read without changing it.
 
@@ -135,7 +126,7 @@ def test_firewall_rule_inside_does_not_reach_the_machine(
     netns_debian_host: NamespacedDebianTestHost,
 ) -> None:
     host = netns_debian_host
-    ensure_packages(host, "nftables", "iptables")
+    host.ensure_packages("nftables", "iptables")
     machine_before = machine_rules(host)
     assert MARKER_PORT not in machine_before
 

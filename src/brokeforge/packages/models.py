@@ -30,3 +30,10 @@ class Database(ManagedRecord):
 
     def kind_name(self) -> str:
         return self.kind
+
+
+# Kinds with a record model of their own keep it in their module; importing
+# it here is what makes Django (and its migrations) see it.
+from brokeforge.packages.firewall import FirewallRule  # noqa: E402
+
+__all__ = ["Database", "FirewallRule"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages.base import FAMILY_NAMES, PackageKind
+from brokeforge.packages.firewall import Firewall, FirewallRuleKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
 from brokeforge.packages.redis import Redis
@@ -23,7 +24,7 @@ def register(kind: PackageKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (Redis(), MariaDB(), MySQL()):
+for _kind in (Redis(), MariaDB(), MySQL(), Firewall(), FirewallRuleKind()):
     register(_kind)
 
 
