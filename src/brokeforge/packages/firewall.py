@@ -19,12 +19,11 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from django.db import models
-
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation
 from brokeforge.packages.apt import q, script_header
-from brokeforge.packages.base import Field, HostFacts, PackageKind, PackageRecord
+from brokeforge.packages.base import Field, HostFacts, PackageKind
+from brokeforge.packages.models import FirewallRule
 
 if TYPE_CHECKING:
     from brokeforge.servers.models import Server
@@ -66,30 +65,6 @@ bf_ufw_has_comment() {
   ufw status | grep -Eq "# $1[[:space:]]*\$"
 }
 """
-
-
-class FirewallRule(PackageRecord):
-    """One ufw rule on a server (its firewall must be active)."""
-
-    KIND = "firewall-rule"
-
-    #: One port ("80") or an inclusive range ("8000:8100").
-    port = models.CharField(max_length=11)
-    protocol = models.CharField(max_length=3)
-    #: "any", or a network in canonical form ("203.0.113.0/24").
-    source = models.CharField(max_length=49)
-    policy = models.CharField(max_length=5)
-
-    class Meta:
-        ordering = ["pk"]
-        constraints = [
-            # ufw itself keeps one rule per port, protocol and source: adding
-            # the same one with the other policy replaces it.
-            models.UniqueConstraint(
-                fields=["server", "port", "protocol", "source"],
-                name="one_firewall_rule_per_port_protocol_source",
-            )
-        ]
 
 
 # -- validation ---------------------------------------------------------------

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from django.db import models
 
+from brokeforge.crypto import decrypt, encrypt
 from brokeforge.lifecycle.models import ManagedRecord
+from brokeforge.packages.base import PackageRecord
 
 
 class Database(ManagedRecord):
-    """A database server package on a server: Redis, MariaDB or MySQL."""
+    """A one-per-server package on a server (Redis, MariaDB, MySQL, PostgreSQL,
+    and the services of other kinds that keep no fields of their own)."""
 
     kind = models.CharField(max_length=32)
     #: The version the server reported after the last install or update.
@@ -32,8 +35,59 @@ class Database(ManagedRecord):
         return self.kind
 
 
-# Kinds with a record model of their own keep it in their module; importing
-# it here is what makes Django (and its migrations) see it.
-from brokeforge.packages.firewall import FirewallRule  # noqa: E402
+class SqlDatabase(PackageRecord):
+    """A database inside a MySQL, MariaDB or PostgreSQL server on a server,
+    with (optionally) a user that has every privilege on it."""
 
-__all__ = ["Database", "FirewallRule"]
+    KIND = "database"
+
+    #: The database server kind it lives in: mariadb, mysql or postgresql.
+    engine = models.CharField(max_length=32)
+    name = models.CharField(max_length=64)
+    #: The user created with it; empty for none.
+    user = models.CharField(max_length=32, blank=True)
+    #: The user's password, encrypted with brokeforge.crypto.
+    password_encrypted = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["engine", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "engine", "name"], name="one_database_name_per_engine"
+            ),
+            models.UniqueConstraint(
+                fields=["server", "engine", "user"],
+                condition=~models.Q(user=""),
+                name="one_database_user_per_engine",
+            ),
+        ]
+
+    def set_password(self, password: str) -> None:
+        self.password_encrypted = encrypt(password) if password else ""
+
+    def password(self) -> str:
+        return decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+
+class FirewallRule(PackageRecord):
+    """One ufw rule on a server (its firewall must be active)."""
+
+    KIND = "firewall-rule"
+
+    #: One port ("80") or an inclusive range ("8000:8100").
+    port = models.CharField(max_length=11)
+    protocol = models.CharField(max_length=3)
+    #: "any", or a network in canonical form ("203.0.113.0/24").
+    source = models.CharField(max_length=49)
+    policy = models.CharField(max_length=5)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            # ufw itself keeps one rule per port, protocol and source: adding
+            # the same one with the other policy replaces it.
+            models.UniqueConstraint(
+                fields=["server", "port", "protocol", "source"],
+                name="one_firewall_rule_per_port_protocol_source",
+            )
+        ]

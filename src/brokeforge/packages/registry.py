@@ -10,7 +10,9 @@ from brokeforge.packages.base import FAMILY_NAMES, PackageKind
 from brokeforge.packages.firewall import Firewall, FirewallRuleKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
+from brokeforge.packages.postgresql import PostgreSQL
 from brokeforge.packages.redis import Redis
+from brokeforge.packages.sql_database import Database
 
 KINDS: dict[str, PackageKind] = {}
 
@@ -24,7 +26,15 @@ def register(kind: PackageKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (Redis(), MariaDB(), MySQL(), Firewall(), FirewallRuleKind()):
+for _kind in (
+    Redis(),
+    MariaDB(),
+    MySQL(),
+    PostgreSQL(),
+    Database(),
+    Firewall(),
+    FirewallRuleKind(),
+):
     register(_kind)
 
 
