@@ -206,6 +206,8 @@ class PackageKind:
     fields: ClassVar[Sequence[Field]] = ()
     #: Options of a remove request.
     remove_fields: ClassVar[Sequence[Field]] = ()
+    #: Options of an update request (monitoring's interval).
+    update_fields: ClassVar[Sequence[Field]] = ()
     #: Kinds that cannot be installed on the same server as this one.
     conflicts: ClassVar[frozenset[str]] = frozenset()
     #: Seconds each action may run before it is ended as timed out.

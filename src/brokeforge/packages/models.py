@@ -91,3 +91,43 @@ class FirewallRule(PackageRecord):
                 name="one_firewall_rule_per_port_protocol_source",
             )
         ]
+
+
+class Monitor(PackageRecord):
+    """The metrics collector on a server (one per server)."""
+
+    KIND = "monitoring"
+
+    #: Minutes between two samples (see packages.monitoring.INTERVALS).
+    interval = models.PositiveSmallIntegerField(default=5)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server"], name="one_monitor_per_server")
+        ]
+
+
+class MetricSample(models.Model):
+    """One sample the collector took on a server, as BrokeForge read it."""
+
+    server = models.ForeignKey(
+        "servers.Server", on_delete=models.CASCADE, related_name="metric_samples"
+    )
+    taken_at = models.DateTimeField()
+    #: Percent of CPU time busy, of memory used, of `/` used.
+    cpu = models.FloatField()
+    memory = models.FloatField()
+    disk = models.FloatField()
+    #: The 1-minute load average.
+    load = models.FloatField()
+
+    class Meta:
+        ordering = ["taken_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "taken_at"], name="one_metric_sample_per_time"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.taken_at:%Y-%m-%d %H:%M:%S}"

@@ -9,6 +9,7 @@ from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages.base import FAMILY_NAMES, PackageKind
 from brokeforge.packages.firewall import Firewall, FirewallRuleKind
 from brokeforge.packages.mariadb import MariaDB
+from brokeforge.packages.monitoring import Monitoring
 from brokeforge.packages.mysql import MySQL
 from brokeforge.packages.postgresql import PostgreSQL
 from brokeforge.packages.redis import Redis
@@ -34,6 +35,7 @@ for _kind in (
     Database(),
     Firewall(),
     FirewallRuleKind(),
+    Monitoring(),
 ):
     register(_kind)
 

@@ -57,6 +57,10 @@ class RecordRow:
     def remove_fields(self) -> tuple[Field, ...]:
         return tuple(self.package.remove_fields)
 
+    @property
+    def update_fields(self) -> tuple[Field, ...]:
+        return tuple(self.package.update_fields)
+
 
 @dataclass(frozen=True)
 class KindSection:

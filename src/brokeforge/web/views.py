@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
 from brokeforge.lifecycle.models import Operation
+from brokeforge.packages import monitoring
 from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
@@ -95,6 +96,7 @@ def server_detail(request: HttpRequest, name: str) -> HttpResponse:
         "server": server,
         "rows": database_rows(server),
         "families": family_sections(server),
+        "metrics_chart": monitoring.chart(server),
         "operations": operations[:20],
         "data_choices": DATA_CHOICES,
     }
@@ -212,6 +214,8 @@ def _posted_params(
         fields = kind.fields
     elif action == "remove":
         fields = kind.remove_fields
+    elif action == "update":
+        fields = kind.update_fields
     params: dict[str, Any] = {}
     for field in fields:
         if field.boolean:
