@@ -369,10 +369,10 @@ def _kind_params(kind: Any, args: argparse.Namespace) -> dict[str, Any]:
     fields = []
     if action == "install" and kind.many:
         fields = list(kind.fields)
-    elif action == "remove":
-        fields = [f for f in kind.remove_fields if f.name != "data"]
     elif action == "update":
         fields = list(kind.update_fields)
+    elif action == "remove":
+        fields = [f for f in kind.remove_fields if f.name != "data"]
     parser = argparse.ArgumentParser(
         prog=f"brokeforge {args.action} {kind.name}", add_help=False
     )

@@ -133,10 +133,10 @@ class AptServiceKind(PackageKind):
     ping: ClassVar[str]
     #: A command that prints the running version.
     version_command: ClassVar[str]
-    remove_fields = (DATA_FIELD,)
+    remove_fields: ClassVar[Sequence[Field]] = (DATA_FIELD,)
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
-        if action != Action.REMOVE:
+        if action != Action.REMOVE or not self.data_dir:
             return super().clean_params(action, params)
         data = params.get("data")
         unknown = set(params) - {"data"}
@@ -158,7 +158,7 @@ class AptServiceKind(PackageKind):
         }.get(action)
         if body is not None:
             return script_header(facts) + body(facts)
-        return script_header(facts) + self.remove_steps(facts, params["data"])
+        return script_header(facts) + self.remove_steps(facts, params.get("data", ""))
 
     def install_steps(self, facts: HostFacts) -> str:
         return (
@@ -175,6 +175,11 @@ class AptServiceKind(PackageKind):
         )
 
     def remove_steps(self, facts: HostFacts, data: str) -> str:
+        """Stop, keep or delete the data directory as chosen, purge.
+
+        A kind without a data directory (`data_dir = ""`) asks nothing and
+        purges only; its configuration goes with the packages.
+        """
         data_dir = q(self.data_dir)
         steps = f"bf_service stop {q(self.service)} || true\n"
         if data == "keep":
@@ -188,7 +193,7 @@ class AptServiceKind(PackageKind):
                 "fi\n"
             )
         steps += f"bf_purge {' '.join(map(q, self.purge_packages))}\n"
-        if data == "delete":
+        if data == "delete" and self.data_dir:
             steps += f"rm -rf {data_dir}\necho 'deleted {self.label} data'\n"
         return steps
 

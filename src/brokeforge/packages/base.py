@@ -126,11 +126,13 @@ class Field:
 
 
 class Script(str):
-    """A script with text for its standard input.
+    """A script with input text for the host.
 
-    The executor writes `stdin` to the remote script's standard input, so a
-    secret (a database password) reaches the host without appearing on a
-    command line (`ps`) or in a file anyone else can read.
+    The executor sends `stdin` over the channel into a file only root can
+    read, named by `$BF_INPUT` in the script and deleted when it exits (see
+    `servers.ssh.INPUT_PRELUDE`): a secret (a database password) or a whole
+    config file reaches the host without appearing on a command line (`ps`)
+    and without shell quoting.
     """
 
     stdin: str
@@ -204,10 +206,10 @@ class PackageKind:
     verbs: ClassVar[Mapping[str, str]] = {}
     #: Options of a create request (in the order forms and the CLI show them).
     fields: ClassVar[Sequence[Field]] = ()
+    #: Options of an update request.
+    update_fields: ClassVar[Sequence[Field]] = ()
     #: Options of a remove request.
     remove_fields: ClassVar[Sequence[Field]] = ()
-    #: Options of an update request (monitoring's interval).
-    update_fields: ClassVar[Sequence[Field]] = ()
     #: Kinds that cannot be installed on the same server as this one.
     conflicts: ClassVar[frozenset[str]] = frozenset()
     #: Seconds each action may run before it is ended as timed out.

@@ -69,6 +69,70 @@ class SqlDatabase(PackageRecord):
         return decrypt(self.password_encrypted) if self.password_encrypted else ""
 
 
+class PhpVersion(PackageRecord):
+    """One PHP version (FPM and the common extensions) on a server."""
+
+    KIND = "php"
+
+    version = models.CharField(max_length=8)
+    #: Whether `php` on the command line runs this version.
+    default_cli = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "version"], name="one_php_version_per_server"
+            )
+        ]
+
+
+class CronTask(PackageRecord):
+    """A scheduled task: one file under /etc/cron.d that BrokeForge owns."""
+
+    KIND = "cron_task"
+
+    name = models.CharField(max_length=64)
+    #: A preset (@daily...) or a five-field cron expression.
+    schedule = models.CharField(max_length=100)
+    user = models.CharField(max_length=32)
+    command = models.TextField()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "name"], name="one_cron_task_name_per_server"
+            )
+        ]
+
+
+class SupervisorProgram(PackageRecord):
+    """A program supervisor keeps running: one file under
+    /etc/supervisor/conf.d that BrokeForge owns."""
+
+    KIND = "supervisor_program"
+
+    name = models.CharField(max_length=64)
+    command = models.TextField()
+    directory = models.CharField(max_length=255)
+    user = models.CharField(max_length=32)
+    numprocs = models.PositiveSmallIntegerField(default=1)
+    autostart = models.BooleanField(default=True)
+    #: true, false or unexpected (restart only after an unexpected exit).
+    autorestart = models.CharField(max_length=16, default="true")
+    stopsignal = models.CharField(max_length=8, default="TERM")
+    stopwaitsecs = models.PositiveIntegerField(default=10)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "name"], name="one_supervisor_program_per_server"
+            )
+        ]
+
+
 class FirewallRule(PackageRecord):
     """One ufw rule on a server (its firewall must be active)."""
 

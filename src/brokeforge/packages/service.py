@@ -99,7 +99,10 @@ def retry(
     if record.last_action != Action.REMOVE:
         _refuse_missing_parent(kind, record)
     return machine.retry(
-        record, user=user, timeout_seconds=kind.timeout(Action(record.last_action))
+        record,
+        user=user,
+        timeout_seconds=kind.timeout(Action(record.last_action)),
+        uses_package_manager=kind.uses_package_manager,
     )
 
 
@@ -156,6 +159,7 @@ def _request(
             user=user,
             params={**kind.identity(record), **clean},
             timeout_seconds=kind.timeout(act),
+            uses_package_manager=kind.uses_package_manager,
         )
 
 
@@ -176,10 +180,21 @@ def _create(
         record,
         Action.INSTALL,
         user=user,
-        params=kind.identity(record) if kind.many else clean,
+        params=_shown_params(kind, record, clean),
         timeout_seconds=kind.timeout(Action.INSTALL),
+        uses_package_manager=kind.uses_package_manager,
         new_record=True,
     )
+
+
+def _shown_params(
+    kind: PackageKind, record: ManagedRecord, clean: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The create operation's params: the options and the record's identity,
+    never a secret option (the kind keeps that, encrypted, on the record)."""
+    secret = {field.name for field in kind.fields if field.secret}
+    shown = {key: value for key, value in clean.items() if key not in secret}
+    return {**shown, **kind.identity(record)}
 
 
 def parent_of(record: ManagedRecord) -> tuple[PackageKind, ManagedRecord | None] | None:

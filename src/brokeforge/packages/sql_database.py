@@ -201,7 +201,8 @@ class Database(PackageKind):
                 )
             sql = self._create_sql(engine, params["name"], params["user"], password)
         check = self._check(engine, params["name"], params["user"], action)
-        return Script(f"cd /\n{CLIENTS[engine]}\n{check}", stdin=sql)
+        run_sql = f'{CLIENTS[engine]} < "$BF_INPUT"\nrm -f "$BF_INPUT"\n'
+        return Script(f"cd /\n{run_sql}{check}", stdin=sql)
 
     def verify_script(
         self,

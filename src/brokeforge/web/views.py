@@ -212,10 +212,10 @@ def _posted_params(
     fields: Sequence[Field] = ()
     if action == "install" and kind.many:
         fields = kind.fields
-    elif action == "remove":
-        fields = kind.remove_fields
     elif action == "update":
         fields = kind.update_fields
+    elif action == "remove":
+        fields = kind.remove_fields
     params: dict[str, Any] = {}
     for field in fields:
         if field.boolean:
