@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
 from brokeforge.lifecycle.machine import cancel, refusal
 from brokeforge.lifecycle.models import Action, Operation
+from brokeforge.packages import monitoring
 from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
@@ -125,6 +126,7 @@ def _render_server(
     context = {
         "server": server,
         "families": families,
+        "metrics_chart": monitoring.chart(server),
         "operations": _recent_operations(server),
         "after": latest_event_id() if after is None else after,
     }
