@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -256,6 +257,34 @@ def _write_resolv_conf(root: Path) -> None:
     if target.is_symlink() or target.exists():
         target.unlink()
     target.write_text(Path("/etc/resolv.conf").read_text())
+    _pin_mirror_address(root)
+
+
+def _pin_mirror_address(root: Path, attempts: int = 5) -> None:
+    """Put the mirror's address in the host's /etc/hosts.
+
+    The machine's name server fails now and then under load ("Temporary
+    failure resolving"); resolving the mirror once here, with retries, keeps
+    that out of every apt run in the host. Nothing is pinned if it cannot be
+    resolved at all: apt then reports the failure itself.
+    """
+    name = urllib.parse.urlparse(debian_mirror()).hostname
+    if not name:
+        return
+    for attempt in range(attempts):
+        try:
+            address = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError:
+            time.sleep(1 + attempt)
+            continue
+        hosts = root / "etc/hosts"
+        kept = [
+            line
+            for line in (hosts.read_text() if hosts.exists() else "").splitlines()
+            if not line.rstrip().endswith(f" {name}")
+        ]
+        hosts.write_text("\n".join([*kept, f"{address} {name}"]) + "\n")
+        return
 
 
 # --------------------------------------------------------------------------

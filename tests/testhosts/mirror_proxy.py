@@ -17,6 +17,7 @@ import contextlib
 import socket
 import socketserver
 import threading
+import time
 from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
@@ -45,6 +46,9 @@ class MirrorProxy:
         self.mirror_host = parts.hostname.lower()
         self.mirror_port = parts.port or 80
         self.port = 0
+        #: The mirror's address, resolved once: the machine's name server
+        #: fails now and then under load, and the mirror does not move.
+        self._address: str | None = None
         #: Request targets answered, for tests: (method, url, status).
         self.log: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
@@ -99,6 +103,12 @@ class MirrorProxy:
 
     # -- one client connection: one request -----------------------------------
 
+    def _mirror_address(self) -> str:
+        with self._lock:
+            if self._address is None:
+                self._address = _resolve(self.mirror_host, self.mirror_port)
+            return self._address
+
     def _record(self, method: str, target: str, status: int) -> None:
         with self._lock:
             self.log.append((method, target, status))
@@ -149,7 +159,7 @@ class MirrorProxy:
         )
         try:
             upstream = socket.create_connection(
-                (self.mirror_host, self.mirror_port), timeout=UPSTREAM_TIMEOUT
+                (self._mirror_address(), self.mirror_port), timeout=UPSTREAM_TIMEOUT
             )
         except OSError as error:
             self._record(method, target, 502)
@@ -159,6 +169,17 @@ class MirrorProxy:
         with upstream:
             upstream.sendall(upstream_head.encode("latin-1"))
             _relay(upstream, client)
+
+
+def _resolve(name: str, port: int, attempts: int = 5) -> str:
+    for attempt in range(attempts):
+        try:
+            return str(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)[0][4][0])
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+    raise OSError(f"cannot resolve {name}")
 
 
 def _read_head(client: socket.socket) -> bytes | None:
