@@ -260,6 +260,9 @@ def _write_resolv_conf(root: Path) -> None:
     _pin_mirror_address(root)
 
 
+LOOPBACK_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
 def _pin_mirror_address(root: Path, attempts: int = 5) -> None:
     """Put the mirror's address in the host's /etc/hosts.
 
@@ -278,9 +281,12 @@ def _pin_mirror_address(root: Path, attempts: int = 5) -> None:
             time.sleep(1 + attempt)
             continue
         hosts = root / "etc/hosts"
+        # debootstrap's minbase writes no /etc/hosts: give it Debian's usual
+        # loopback names, which services such as PostgreSQL look up.
+        current = hosts.read_text() if hosts.exists() else LOOPBACK_HOSTS
         kept = [
             line
-            for line in (hosts.read_text() if hosts.exists() else "").splitlines()
+            for line in current.splitlines()
             if not line.rstrip().endswith(f" {name}")
         ]
         hosts.write_text("\n".join([*kept, f"{address} {name}"]) + "\n")
