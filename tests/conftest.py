@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.contrib.auth.models import User
 
 from brokeforge.lifecycle.models import Operation
 from brokeforge.lifecycle.runner import OperationRunner
@@ -12,10 +13,17 @@ from brokeforge.servers.service import add_server
 pytest_plugins = ["tests.testhosts.fixtures"]
 
 TEST_WORKER = "test-host:1:worker"
+PASSWORD = "a long and unusual passphrase 42"
 
 
 @pytest.fixture
-def make_server(db: None) -> Callable[..., Server]:
+def user(db: None) -> User:
+    """Alice, who owns the servers `make_server` makes unless told otherwise."""
+    return User.objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def make_server(user: User) -> Callable[..., Server]:
     counter = iter(range(1, 1000))
 
     def make(
@@ -23,9 +31,14 @@ def make_server(db: None) -> Callable[..., Server]:
         host: str = "127.0.0.1",
         port: int = 22,
         private_key: str | None = None,
+        owner: User | None = None,
     ) -> Server:
         return add_server(
-            name or f"s{next(counter)}", host, port=port, private_key=private_key
+            name or f"s{next(counter)}",
+            host,
+            port=port,
+            private_key=private_key,
+            owner=owner or user,
         )
 
     return make

@@ -13,12 +13,6 @@ from django.test import Client
 from brokeforge.lifecycle.models import Operation, OperationState, RecordStatus
 from brokeforge.packages.models import Database
 from brokeforge.servers.models import Server
-from tests.web.helpers import PASSWORD
-
-
-@pytest.fixture
-def user(db: None) -> User:
-    return User.objects.create_user("alice", password=PASSWORD)
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from brokeforge.accounts import audit
+from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle import machine
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, Operation, RecordStatus
 from brokeforge.packages.models import Database
 from brokeforge.packages.registry import KINDS, get_kind
+from brokeforge.servers import access
 from brokeforge.servers.models import Server
 
 
@@ -22,12 +25,50 @@ def request_action(
     *,
     user: machine.User = None,
     params: Mapping[str, Any] | None = None,
+    actor: Actor | None = None,
 ) -> Operation:
     """Ask for install, update, remove or retry of one kind on one server.
 
     Raises `ActionRefused`, having changed nothing, when the kind or action
-    is unknown, the options are wrong, or the record's status forbids it.
+    is unknown, the options are wrong, or the record's status forbids it;
+    `access.NotAllowed` when the actor may not change the server. With an
+    actor, the request (or its refusal) is written to the audit log.
     """
+    if actor is not None:
+        access.check_can_change(actor.user, server)
+        user = actor.user
+    label = f"{kind_name} on {server.name}"
+    try:
+        operation = _request_action(server, kind_name, action, user, params)
+    except ActionRefused as exc:
+        audit.record(
+            actor,
+            f"record.{action}"[:32],
+            server=server,
+            target=label,
+            outcome="refused",
+            detail=str(exc),
+        )
+        raise
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(operation.params.items()))
+    audit.record(
+        actor,
+        f"record.{action}",
+        server=server,
+        target=operation.record_label,
+        operation=operation,
+        detail=detail,
+    )
+    return operation
+
+
+def _request_action(
+    server: Server,
+    kind_name: str,
+    action: str,
+    user: machine.User,
+    params: Mapping[str, Any] | None,
+) -> Operation:
     get_kind(kind_name)  # an unknown kind is refused before anything else
     if action == "retry":
         return retry(server, kind_name, user=user)
@@ -99,6 +140,21 @@ def retry(server: Server, kind_name: str, *, user: machine.User = None) -> Opera
         raise ActionRefused(f"{kind.label} is not on {server.name}: nothing to retry")
     return machine.retry(
         record, user=user, timeout_seconds=kind.timeout(Action(record.last_action))
+    )
+
+
+def server_records(server: Server) -> list[Database]:
+    """Every record on the server, of every kind."""
+    return list(Database.objects.filter(server=server).select_related("server"))
+
+
+def get_record(server: Server, kind_name: str) -> Database | None:
+    """The server's record of this kind, or None; ActionRefused if no such kind."""
+    kind = get_kind(kind_name)
+    return (
+        Database.objects.filter(server=server, kind=kind.name)
+        .select_related("server")
+        .first()
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from brokeforge.lifecycle.machine import allowed_actions
 from brokeforge.lifecycle.models import Operation, RecordStatus
@@ -61,10 +61,13 @@ def database_rows(server: Server) -> list[DatabaseRow]:
     return rows
 
 
-def status_counts() -> dict[int, list[tuple[str, int]]]:
+def status_counts(
+    servers: QuerySet[Server],
+) -> dict[int, list[tuple[str, int]]]:
     """Per server id, how many records it has in each status (non-zero only)."""
     counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for row in Database.objects.values("server_id", "status").annotate(n=Count("pk")):
+    rows = Database.objects.filter(server__in=servers).values("server_id", "status")
+    for row in rows.annotate(n=Count("pk")):
         counts[row["server_id"]][row["status"]] = row["n"]
     return {
         server_id: [(s.value, by[s.value]) for s in RecordStatus if by.get(s.value)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from brokeforge.web import views
+from brokeforge.web import account_views, views
 
 urlpatterns = [
     path("", views.server_list, name="server-list"),
@@ -26,4 +26,7 @@ urlpatterns = [
         name="database-action",
     ),
     path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
+    path("tokens/", account_views.token_list, name="token-list"),
+    path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("audit/", account_views.audit_log, name="audit-log"),
 ]

@@ -8,17 +8,24 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
-from brokeforge.lifecycle.models import Operation
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
+from brokeforge.servers import access
+from brokeforge.servers.access import NotAllowed
 from brokeforge.servers.models import Server
-from brokeforge.servers.service import add_server, check_server, remove_server
+from brokeforge.servers.service import (
+    add_server,
+    adopt_ownerless_servers,
+    check_server,
+    remove_server,
+)
 from brokeforge.web.display import (
     ACTION_ORDER,
     DATA_CHOICES,
@@ -45,6 +52,7 @@ def first_run(request: HttpRequest) -> HttpResponse:
             user = form.save(commit=False)
             user.is_staff = user.is_superuser = True
             user.save()
+            adopt_ownerless_servers(user)
         login(request, user)
         messages.success(request, f"Welcome, {user.get_username()}. Add a server.")
         return redirect("server-list")
@@ -64,11 +72,10 @@ def server_list(request: HttpRequest) -> HttpResponse:
                 port=data["port"],
                 user=data["user"],
                 private_key=data["private_key"],
+                actor=_actor(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
-        except IntegrityError:
-            form.add_error("name", "A server with this name exists already.")
         else:
             messages.success(
                 request,
@@ -76,21 +83,23 @@ def server_list(request: HttpRequest) -> HttpResponse:
                 "then run Check connection.",
             )
             return redirect("server-detail", name=server.name)
-    counts = status_counts()
-    servers = [(server, counts.get(server.pk, [])) for server in Server.objects.all()]
+    visible = access.visible_servers(request.user).select_related("owner")
+    counts = status_counts(visible)
+    servers = [(server, counts.get(server.pk, [])) for server in visible]
     return render(request, "web/server_list.html", {"servers": servers, "form": form})
 
 
 @login_required
 @require_GET
 def server_detail(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = _server(request, name)
     operations = server.operations.select_related("requested_by").order_by("-id")
     context = {
         "server": server,
         "rows": database_rows(server),
         "operations": operations[:20],
         "data_choices": DATA_CHOICES,
+        "can_change": access.can_change(request.user, server),
     }
     return render(request, "web/server_detail.html", context)
 
@@ -98,9 +107,11 @@ def server_detail(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 @require_POST
 def server_check(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = _server(request, name)
     try:
-        host_key_fingerprint = check_server(server)
+        host_key_fingerprint = check_server(server, actor=_actor(request))
+    except NotAllowed as exc:
+        messages.error(request, f"Refused: {exc}")
     except OperationFailure as exc:
         messages.error(request, f"Connection check failed: {exc.message}")
     else:
@@ -115,10 +126,12 @@ def server_check(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def server_repin(request: HttpRequest, name: str) -> HttpResponse:
     """Pin the key the server presents now (after a reinstall)."""
-    server = get_object_or_404(Server, name=name)
+    server = _server(request, name)
     previous = server.host_key_fingerprint or "none"
     try:
-        host_key_fingerprint = check_server(server, repin=True)
+        host_key_fingerprint = check_server(server, repin=True, actor=_actor(request))
+    except NotAllowed as exc:
+        messages.error(request, f"Refused: {exc}")
     except OperationFailure as exc:
         messages.error(request, f"Pinning a new host key failed: {exc.message}")
     else:
@@ -133,10 +146,10 @@ def server_repin(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 @require_POST
 def server_remove(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = _server(request, name)
     try:
-        remove_server(server)
-    except ActionRefused as exc:
+        remove_server(server, actor=_actor(request))
+    except (ActionRefused, NotAllowed) as exc:
         messages.error(request, f"Refused: {exc}")
         return redirect("server-detail", name=server.name)
     messages.success(
@@ -151,15 +164,15 @@ def database_action(
     request: HttpRequest, name: str, kind: str, action: str
 ) -> HttpResponse:
     """Ask for install, update, remove or retry; a refusal changes nothing."""
-    server = get_object_or_404(Server, name=name)
+    server = _server(request, name)
     if kind not in KINDS or action not in ACTION_ORDER:
         raise Http404("no such package kind or action")
     params = {"data": request.POST.get("data", "")} if action == "remove" else None
     try:
         operation = request_action(
-            server, kind, action, user=request.user, params=params
+            server, kind, action, params=params, actor=_actor(request)
         )
-    except ActionRefused as exc:
+    except (ActionRefused, NotAllowed) as exc:
         messages.error(request, f"Refused: {exc}")
     else:
         what = operation.get_action_display()
@@ -177,6 +190,20 @@ def database_action(
 @require_GET
 def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(
-        Operation.objects.select_related("server", "requested_by"), pk=pk
+        access.visible_operations(request.user).select_related(
+            "server", "requested_by"
+        ),
+        pk=pk,
     )
     return render(request, "web/operation_detail.html", {"operation": operation})
+
+
+def _actor(request: HttpRequest) -> Actor:
+    return Actor.from_request(request, "web")
+
+
+def _server(request: HttpRequest, name: str) -> Server:
+    """The server if this person may see it; 404 whether it exists or not."""
+    return get_object_or_404(
+        access.visible_servers(request.user).select_related("owner"), name=name
+    )
