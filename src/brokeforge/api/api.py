@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -67,6 +67,12 @@ def _refused_value(request: HttpRequest, exc: DjangoValidationError) -> HttpResp
         errors = [{"field": "__all__", "message": " ".join(exc.messages)}]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return _error(request, 400, detail, errors)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    # The message never says whether the object exists for someone else.
+    return _error(request, 404, str(exc) or "not found")
 
 
 @api.exception_handler(ActionRefused)

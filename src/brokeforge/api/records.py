@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404, HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from brokeforge.api import serialize
 from brokeforge.api.common import ERRORS, WRITE_ERRORS, actor, server_of
@@ -52,7 +52,7 @@ def get_record(request: HttpRequest, server_id: int, kind: str) -> dict[str, Any
 )
 def install(
     request: HttpRequest, server_id: int, kind: str, payload: InstallIn | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> Status:
     params = payload.params if payload is not None else {}
     return _act(request, server_id, kind, "install", params)
 
@@ -62,9 +62,7 @@ def install(
     response={202: RecordOut, **WRITE_ERRORS},
     summary="Update an active package",
 )
-def update(
-    request: HttpRequest, server_id: int, kind: str
-) -> tuple[int, dict[str, Any]]:
+def update(request: HttpRequest, server_id: int, kind: str) -> Status:
     return _act(request, server_id, kind, "update", None)
 
 
@@ -73,9 +71,7 @@ def update(
     response={202: RecordOut, **WRITE_ERRORS},
     summary="Repeat a failed record's last action",
 )
-def retry(
-    request: HttpRequest, server_id: int, kind: str
-) -> tuple[int, dict[str, Any]]:
+def retry(request: HttpRequest, server_id: int, kind: str) -> Status:
     return _act(request, server_id, kind, "retry", None)
 
 
@@ -86,9 +82,7 @@ def retry(
     description="`data=keep` moves its data to /var/backups/brokeforge first; "
     "`data=delete` deletes it. The record goes once the removal succeeded.",
 )
-def remove(
-    request: HttpRequest, server_id: int, kind: str, data: DataChoice
-) -> tuple[int, dict[str, Any]]:
+def remove(request: HttpRequest, server_id: int, kind: str, data: DataChoice) -> Status:
     return _act(request, server_id, kind, "remove", {"data": data})
 
 
@@ -104,7 +98,7 @@ def _act(
     kind: str,
     action: str,
     params: dict[str, Any] | None,
-) -> tuple[int, dict[str, Any]]:
+) -> Status:
     server = server_of(request, server_id)
     operation = service.request_action(
         server, _kind(kind), action, params=params, actor=actor(request)
@@ -114,4 +108,4 @@ def _act(
         # Only a removal deletes a record, and only after it ran: a record
         # gone a moment after its request means a removal just finished.
         raise ActionRefused(f"{operation.record_label} was removed meanwhile")
-    return 202, serialize.record(record, operation)
+    return Status(202, serialize.record(record, operation))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from brokeforge.api import serialize
 from brokeforge.api.common import ERRORS, WRITE_ERRORS, actor, server_of
@@ -23,7 +23,7 @@ def list_servers(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.post("", response={201: ServerOut, **WRITE_ERRORS}, summary="Register a server")
-def add_server(request: HttpRequest, payload: ServerIn) -> tuple[int, Any]:
+def add_server(request: HttpRequest, payload: ServerIn) -> Status:
     server = service.add_server(
         payload.name,
         payload.host,
@@ -32,7 +32,7 @@ def add_server(request: HttpRequest, payload: ServerIn) -> tuple[int, Any]:
         private_key=payload.private_key,
         actor=actor(request),
     )
-    return 201, serialize.server(server)
+    return Status(201, serialize.server(server))
 
 
 @router.get("/{server_id}", response={200: ServerOut, **ERRORS}, summary="A server")
@@ -59,9 +59,9 @@ def change_server(
     response={204: None, **WRITE_ERRORS},
     summary="Forget a server and its records (nothing runs on it)",
 )
-def remove_server(request: HttpRequest, server_id: int) -> tuple[int, None]:
+def remove_server(request: HttpRequest, server_id: int) -> Status:
     service.remove_server(server_of(request, server_id), actor=actor(request))
-    return 204, None
+    return Status(204, None)
 
 
 @router.post(

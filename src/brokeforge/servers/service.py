@@ -100,6 +100,8 @@ def change_server(
     except (ValidationError, ActionRefused, IntegrityError) as exc:
         for field, value in before.items():
             setattr(server, field, value)
+        if isinstance(exc, ActionRefused):
+            _refused(actor, "server.change", server, exc)
         if isinstance(exc, IntegrityError):
             raise ValidationError(
                 {"name": f"a server named {changes.get('name')!r} exists already"}
@@ -121,25 +123,34 @@ def remove_server(server: Server, *, actor: Actor | None = None) -> None:
     from brokeforge.lifecycle.models import UNFINISHED_STATES
 
     _check_change(server, actor)
-    with transaction.atomic():
-        busy = server.operations.filter(state__in=UNFINISHED_STATES).first()
-        if busy is not None:
-            message = (
-                f"{server.name} has an unfinished operation ({busy}); "
-                "wait for it to end first"
-            )
-            audit.record(
-                actor,
-                "server.remove",
-                server=server,
-                target=server.name,
-                outcome="refused",
-                detail=message,
-            )
-            raise ActionRefused(message)
-        name = server.name
-        server.delete()
+    name = server.name
+    try:
+        with transaction.atomic():
+            busy = server.operations.filter(state__in=UNFINISHED_STATES).first()
+            if busy is not None:
+                raise ActionRefused(
+                    f"{name} has an unfinished operation ({busy}); "
+                    "wait for it to end first"
+                )
+            server.delete()
+    except ActionRefused as exc:
+        _refused(actor, "server.remove", server, exc)
+        raise
     audit.record(actor, "server.remove", target=name, detail=f"server {name}")
+
+
+def _refused(
+    actor: Actor | None, action: str, server: Server, exc: ActionRefused
+) -> None:
+    # Written after the refused transaction rolled back, so it stays.
+    audit.record(
+        actor,
+        action,
+        server=server,
+        target=server.name,
+        outcome="refused",
+        detail=str(exc),
+    )
 
 
 def _check_change(server: Server, actor: Actor | None) -> None:
