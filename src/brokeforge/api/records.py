@@ -52,7 +52,7 @@ def get_record(request: HttpRequest, server_id: int, kind: str) -> dict[str, Any
 )
 def install(
     request: HttpRequest, server_id: int, kind: str, payload: InstallIn | None = None
-) -> Status:
+) -> Status[Any]:
     params = payload.params if payload is not None else {}
     return _act(request, server_id, kind, "install", params)
 
@@ -62,7 +62,7 @@ def install(
     response={202: RecordOut, **WRITE_ERRORS},
     summary="Update an active package",
 )
-def update(request: HttpRequest, server_id: int, kind: str) -> Status:
+def update(request: HttpRequest, server_id: int, kind: str) -> Status[Any]:
     return _act(request, server_id, kind, "update", None)
 
 
@@ -71,7 +71,7 @@ def update(request: HttpRequest, server_id: int, kind: str) -> Status:
     response={202: RecordOut, **WRITE_ERRORS},
     summary="Repeat a failed record's last action",
 )
-def retry(request: HttpRequest, server_id: int, kind: str) -> Status:
+def retry(request: HttpRequest, server_id: int, kind: str) -> Status[Any]:
     return _act(request, server_id, kind, "retry", None)
 
 
@@ -82,7 +82,9 @@ def retry(request: HttpRequest, server_id: int, kind: str) -> Status:
     description="`data=keep` moves its data to /var/backups/brokeforge first; "
     "`data=delete` deletes it. The record goes once the removal succeeded.",
 )
-def remove(request: HttpRequest, server_id: int, kind: str, data: DataChoice) -> Status:
+def remove(
+    request: HttpRequest, server_id: int, kind: str, data: DataChoice
+) -> Status[Any]:
     return _act(request, server_id, kind, "remove", {"data": data})
 
 
@@ -98,7 +100,7 @@ def _act(
     kind: str,
     action: str,
     params: dict[str, Any] | None,
-) -> Status:
+) -> Status[Any]:
     server = server_of(request, server_id)
     operation = service.request_action(
         server, _kind(kind), action, params=params, actor=actor(request)

@@ -23,7 +23,7 @@ def list_servers(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.post("", response={201: ServerOut, **WRITE_ERRORS}, summary="Register a server")
-def add_server(request: HttpRequest, payload: ServerIn) -> Status:
+def add_server(request: HttpRequest, payload: ServerIn) -> Status[Any]:
     server = service.add_server(
         payload.name,
         payload.host,
@@ -59,7 +59,7 @@ def change_server(
     response={204: None, **WRITE_ERRORS},
     summary="Forget a server and its records (nothing runs on it)",
 )
-def remove_server(request: HttpRequest, server_id: int) -> Status:
+def remove_server(request: HttpRequest, server_id: int) -> Status[Any]:
     service.remove_server(server_of(request, server_id), actor=actor(request))
     return Status(204, None)
 
