@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import Http404, HttpRequest
+from pydantic import Field as PydanticField
 
 from brokeforge.accounts.actor import Actor
 from brokeforge.api.schemas import Error
 from brokeforge.servers import access
 from brokeforge.servers.models import Server
+
+#: The largest id a database key holds (signed 64-bit); larger is a 400.
+MAX_ID = 2**63 - 1
+
+
+#: A path id: a positive integer a database key can hold.
+PathId = Annotated[int, PydanticField(ge=1, le=MAX_ID)]
+
 
 #: Error answers every endpoint may give, for the schema.
 ERRORS: dict[int, Any] = {400: Error, 401: Error, 403: Error, 404: Error}

@@ -9,7 +9,7 @@ from ninja import Field, Query, Router, Schema
 
 from brokeforge.accounts import audit
 from brokeforge.api import serialize
-from brokeforge.api.common import ERRORS
+from brokeforge.api.common import ERRORS, MAX_ID, PathId
 from brokeforge.api.schemas import AuditOut, OperationOut, OutputOut
 from brokeforge.lifecycle.models import Operation
 from brokeforge.servers import access
@@ -19,7 +19,7 @@ audit_router = Router(tags=["audit"])
 
 
 class ListFilter(Schema):
-    server_id: int | None = None
+    server_id: int | None = Field(None, ge=1, le=MAX_ID)
     limit: int = Field(50, ge=1, le=500)
 
 
@@ -38,7 +38,7 @@ def list_operations(
 @router.get(
     "/{operation_id}", response={200: OperationOut, **ERRORS}, summary="An operation"
 )
-def get_operation(request: HttpRequest, operation_id: int) -> dict[str, Any]:
+def get_operation(request: HttpRequest, operation_id: PathId) -> dict[str, Any]:
     return serialize.operation(_operation(request, operation_id))
 
 
@@ -52,7 +52,7 @@ def get_operation(request: HttpRequest, operation_id: int) -> dict[str, Any]:
 def get_output(
     request: HttpRequest,
     operation_id: int,
-    offset: int = Query(0, ge=0),  # type: ignore[type-arg]
+    offset: int = Query(0, ge=0, le=MAX_ID),  # type: ignore[type-arg]
 ) -> dict[str, Any]:
     return serialize.output(_operation(request, operation_id), offset)
 

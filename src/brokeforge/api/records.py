@@ -12,7 +12,13 @@ from django.http import Http404, HttpRequest
 from ninja import Router, Status
 
 from brokeforge.api import serialize
-from brokeforge.api.common import ERRORS, WRITE_ERRORS, actor, server_of
+from brokeforge.api.common import (
+    ERRORS,
+    WRITE_ERRORS,
+    PathId,
+    actor,
+    server_of,
+)
 from brokeforge.api.schemas import DataChoice, InstallIn, RecordOut
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages import service
@@ -26,7 +32,7 @@ router = Router(tags=["records"])
     response={200: list[RecordOut], **ERRORS},
     summary="Every record on a server",
 )
-def list_records(request: HttpRequest, server_id: int) -> list[dict[str, Any]]:
+def list_records(request: HttpRequest, server_id: PathId) -> list[dict[str, Any]]:
     server = server_of(request, server_id)
     return [serialize.record(r) for r in service.server_records(server)]
 
@@ -36,7 +42,7 @@ def list_records(request: HttpRequest, server_id: int) -> list[dict[str, Any]]:
     response={200: RecordOut, **ERRORS},
     summary="One record",
 )
-def get_record(request: HttpRequest, server_id: int, kind: str) -> dict[str, Any]:
+def get_record(request: HttpRequest, server_id: PathId, kind: str) -> dict[str, Any]:
     server = server_of(request, server_id)
     record = service.get_record(server, _kind(kind))
     if record is None:
@@ -51,7 +57,7 @@ def get_record(request: HttpRequest, server_id: int, kind: str) -> dict[str, Any
     description="Answers 202 with the record pending and its queued operation.",
 )
 def install(
-    request: HttpRequest, server_id: int, kind: str, payload: InstallIn | None = None
+    request: HttpRequest, server_id: PathId, kind: str, payload: InstallIn | None = None
 ) -> Status[Any]:
     params = payload.params if payload is not None else {}
     return _act(request, server_id, kind, "install", params)
@@ -62,7 +68,7 @@ def install(
     response={202: RecordOut, **WRITE_ERRORS},
     summary="Update an active package",
 )
-def update(request: HttpRequest, server_id: int, kind: str) -> Status[Any]:
+def update(request: HttpRequest, server_id: PathId, kind: str) -> Status[Any]:
     return _act(request, server_id, kind, "update", None)
 
 
@@ -71,7 +77,7 @@ def update(request: HttpRequest, server_id: int, kind: str) -> Status[Any]:
     response={202: RecordOut, **WRITE_ERRORS},
     summary="Repeat a failed record's last action",
 )
-def retry(request: HttpRequest, server_id: int, kind: str) -> Status[Any]:
+def retry(request: HttpRequest, server_id: PathId, kind: str) -> Status[Any]:
     return _act(request, server_id, kind, "retry", None)
 
 
@@ -83,7 +89,7 @@ def retry(request: HttpRequest, server_id: int, kind: str) -> Status[Any]:
     "`data=delete` deletes it. The record goes once the removal succeeded.",
 )
 def remove(
-    request: HttpRequest, server_id: int, kind: str, data: DataChoice
+    request: HttpRequest, server_id: PathId, kind: str, data: DataChoice
 ) -> Status[Any]:
     return _act(request, server_id, kind, "remove", {"data": data})
 
@@ -96,7 +102,7 @@ def _kind(kind: str) -> str:
 
 def _act(
     request: HttpRequest,
-    server_id: int,
+    server_id: PathId,
     kind: str,
     action: str,
     params: dict[str, Any] | None,

@@ -8,7 +8,13 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from brokeforge.api import serialize
-from brokeforge.api.common import ERRORS, WRITE_ERRORS, actor, server_of
+from brokeforge.api.common import (
+    ERRORS,
+    WRITE_ERRORS,
+    PathId,
+    actor,
+    server_of,
+)
 from brokeforge.api.schemas import CheckIn, CheckOut, ServerChange, ServerIn, ServerOut
 from brokeforge.lifecycle.errors import OperationFailure
 from brokeforge.servers import access, service
@@ -36,7 +42,7 @@ def add_server(request: HttpRequest, payload: ServerIn) -> Status[Any]:
 
 
 @router.get("/{server_id}", response={200: ServerOut, **ERRORS}, summary="A server")
-def get_server(request: HttpRequest, server_id: int) -> dict[str, Any]:
+def get_server(request: HttpRequest, server_id: PathId) -> dict[str, Any]:
     return serialize.server(server_of(request, server_id))
 
 
@@ -46,7 +52,7 @@ def get_server(request: HttpRequest, server_id: int) -> dict[str, Any]:
     summary="Rename a server or change how it is reached",
 )
 def change_server(
-    request: HttpRequest, server_id: int, payload: ServerChange
+    request: HttpRequest, server_id: PathId, payload: ServerChange
 ) -> dict[str, Any]:
     server = server_of(request, server_id)
     changes = payload.dict(exclude_none=True)
@@ -59,7 +65,7 @@ def change_server(
     response={204: None, **WRITE_ERRORS},
     summary="Forget a server and its records (nothing runs on it)",
 )
-def remove_server(request: HttpRequest, server_id: int) -> Status[Any]:
+def remove_server(request: HttpRequest, server_id: PathId) -> Status[Any]:
     service.remove_server(server_of(request, server_id), actor=actor(request))
     return Status(204, None)
 
@@ -71,7 +77,7 @@ def remove_server(request: HttpRequest, server_id: int) -> Status[Any]:
     description="A failed connection answers 200 with ok false and the reason.",
 )
 def check_server(
-    request: HttpRequest, server_id: int, payload: CheckIn | None = None
+    request: HttpRequest, server_id: PathId, payload: CheckIn | None = None
 ) -> dict[str, Any]:
     server = server_of(request, server_id)
     repin = payload.repin if payload is not None else False
