@@ -195,8 +195,14 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def web(args: argparse.Namespace) -> int:
+    import django
     import uvicorn
 
+    django.setup()
+    from brokeforge.lifecycle.reaper import start_reaper_thread
+
+    # The web process reaps too: the promise holds while only it runs.
+    start_reaper_thread()
     uvicorn.run(
         "brokeforge.asgi:application",
         host=args.host,
@@ -213,11 +219,20 @@ def worker(args: argparse.Namespace) -> int:
     django.setup()
     from django_tasks_db.management.commands.db_worker import Worker
 
+    from brokeforge.lifecycle import workers
     from brokeforge.lifecycle.reaper import start_reaper_thread
-    from brokeforge.lifecycle.runner import worker_id
+    from brokeforge.lifecycle.runner import (
+        SHUTDOWN,
+        durably,
+        start_watchdog_thread,
+        worker_id,
+    )
 
     logging.getLogger("django_tasks_db").setLevel(logging.INFO)
     this_worker = worker_id()
+    durably(workers.register, this_worker)
+    # What this host's dead workers left running fails now, not a lease later.
+    durably(workers.end_previous_lives, this_worker)
     logger.info("worker %s started", this_worker, extra={"action": "worker_started"})
     runner = Worker(
         queue_names=["default"],
@@ -229,9 +244,32 @@ def worker(args: argparse.Namespace) -> int:
         worker_id=this_worker[:64],
         excluded_queue_names=[],
     )
-    runner.configure_signals()
-    # Whatever the previous life of a worker left running is ended here once
-    # its heartbeat is older than the lease, and by every reaper after that.
-    start_reaper_thread()
-    runner.run()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if SHUTDOWN.is_set():
+            # Asked twice: stop now; the runner writes "interrupted".
+            raise SystemExit(1)
+        logger.warning(
+            "worker %s stopping (%s): no new work; the running operation has "
+            "a bounded grace",
+            this_worker,
+            signal.Signals(signum).name,
+            extra={"action": "worker_stopping", "worker_id": this_worker},
+        )
+        SHUTDOWN.set()
+        runner.running = False
+        if not runner.running_task:
+            raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+    start_reaper_thread(worker=this_worker)
+    start_watchdog_thread()
+    try:
+        runner.run()
+    finally:
+        durably(workers.stopped, this_worker)
+        logger.info(
+            "worker %s stopped", this_worker, extra={"action": "worker_stopped"}
+        )
     return 0

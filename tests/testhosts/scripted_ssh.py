@@ -311,8 +311,9 @@ class ScriptedSSHServer:
 
         - ``stdout``/``stderr``/``exit_status``: the answer.
         - ``delay``: seconds to wait before answering.
-        - ``hang``: never answer and never close the channel; the request
-          stays open until the client closes it or the server stops.
+        - ``hang``: write stdout/stderr, then never exit nor close the
+          channel; it stays open until the client closes it or the server
+          stops.
         - ``disconnect``: write stdout/stderr, then drop the whole TCP
           connection without an exit status or SSH disconnect message.
         - ``wait_stdin``: wait for EOF on stdin before answering (for
@@ -470,15 +471,15 @@ class ScriptedSSHServer:
             await asyncio.shield(stdin_done)
         if rule.delay:
             await asyncio.sleep(rule.delay)
-        if rule.hang:
-            await process.channel.wait_closed()
-            return
         if process.is_closing():
             return  # client gave up during the delay
         if rule.stdout:
             process.stdout.write(rule.stdout)
         if rule.stderr:
             process.stderr.write(rule.stderr)
+        if rule.hang:
+            await process.channel.wait_closed()
+            return
         if rule.disconnect:
             # Give the written data a moment to reach the socket; abort()
             # then closes it without sending exit-status or SSH_MSG_DISCONNECT.

@@ -25,3 +25,15 @@ class ActionRefused(Exception):
 
     Raised before anything changes; the message says why and what is allowed.
     """
+
+
+class OperationCancelled(OperationFailure):
+    """A person cancelled the running operation; the remote command was killed."""
+
+    reason_class = "cancelled"
+
+
+class WorkerShutdown(OperationFailure):
+    """The worker was asked to stop and the operation outlived its grace."""
+
+    reason_class = "worker_shutdown"

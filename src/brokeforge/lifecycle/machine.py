@@ -10,6 +10,7 @@ task that runs an operation is enqueued inside that same transaction.
 
 from __future__ import annotations
 
+import getpass
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -18,11 +19,14 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import (
     TRANSITIONAL_STATUSES,
+    UNFINISHED_STATES,
     Action,
     Event,
     ManagedRecord,
@@ -55,6 +59,9 @@ ALLOWED_ACTIONS = {
 
 #: Extra seconds past an operation's timeout before its deadline passes.
 DEADLINE_GRACE_SECONDS = 10
+#: Seconds a running operation's worker has to honour a cancel before the
+#: reaper ends the operation itself.
+CANCEL_GRACE_SECONDS = 10
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -100,6 +107,7 @@ def request(
     user: User = None,
     params: Mapping[str, Any] | None = None,
     timeout_seconds: int = 600,
+    uses_package_manager: bool = True,
     new_record: bool = False,
 ) -> Operation:
     """Start `action` on `record`: set its status, create and enqueue the operation.
@@ -117,12 +125,22 @@ def request(
                 record, RecordStatus(record.status), REQUESTED_STATUS[action], action
             )
         return _create_operation(
-            record, action, user, params or {}, timeout_seconds, attempt=1
+            record,
+            action,
+            user,
+            params or {},
+            timeout_seconds,
+            attempt=1,
+            uses_package_manager=uses_package_manager,
         )
 
 
 def retry(
-    record: ManagedRecord, *, user: User = None, timeout_seconds: int = 600
+    record: ManagedRecord,
+    *,
+    user: User = None,
+    timeout_seconds: int = 600,
+    uses_package_manager: bool = True,
 ) -> Operation:
     """Repeat the failed record's last action as a new operation."""
     reason = refusal(record, "retry")
@@ -137,7 +155,13 @@ def retry(
         )
         attempt = previous.attempt + 1 if previous else 1
         return _create_operation(
-            record, action, user, params, timeout_seconds, attempt=attempt
+            record,
+            action,
+            user,
+            params,
+            timeout_seconds,
+            attempt=attempt,
+            uses_package_manager=uses_package_manager,
         )
 
 
@@ -173,10 +197,13 @@ def _create_operation(
     timeout_seconds: int,
     *,
     attempt: int,
+    uses_package_manager: bool,
 ) -> Operation:
-    """Create the operation and enqueue its task; `attempt` counts retries."""
-    from brokeforge.lifecycle.runner import run_operation
+    """Create the operation and enqueue its task; `attempt` counts retries.
 
+    An operation that must wait for another one on its server (see
+    `blocker`) is not enqueued yet: ending the one ahead dispatches it.
+    """
     record_type = ContentType.objects.get_for_model(record)
     try:
         with transaction.atomic():
@@ -191,23 +218,85 @@ def _create_operation(
                 attempt=attempt,
                 requested_by_id=user.pk if user and user.is_authenticated else None,
                 timeout_seconds=timeout_seconds,
+                uses_package_manager=uses_package_manager,
             )
     except IntegrityError:
         raise ActionRefused(
             f"{record.label()} already has an operation in progress"
         ) from None
     _append_event(record, record.status, operation)
-    result = run_operation.enqueue(operation.pk)
-    Operation.objects.filter(pk=operation.pk).update(task_id=str(result.id))
-    operation.task_id = str(result.id)
+    ahead = blocker(operation)
+    if ahead is None:
+        dispatch(operation)
     logger.info(
-        "operation %s requested: %s %s",
+        "operation %s requested: %s %s%s",
         operation.pk,
         action,
         operation.record_label,
+        f", queued behind operation {ahead.pk}" if ahead else "",
         extra={"action": "operation_requested", "operation_id": operation.pk},
     )
     return operation
+
+
+def blocker(operation: Operation) -> Operation | None:
+    """The operation this one waits for on its server, if any.
+
+    Operations that use the server's package manager run one at a time per
+    server, in request order: the first unfinished one requested before this
+    one goes first. BrokeForge thus never contends with itself for the dpkg
+    lock (F15).
+    """
+    if not operation.uses_package_manager:
+        return None
+    return (
+        Operation.objects.filter(
+            server_id=operation.server_id,
+            uses_package_manager=True,
+            state__in=UNFINISHED_STATES,
+            pk__lt=operation.pk,
+        )
+        .order_by("pk")
+        .first()
+    )
+
+
+def dispatch(operation: Operation) -> None:
+    """Enqueue the task that runs `operation` (again, if its task was lost).
+
+    Safe to repeat: a claim is a compare-and-set, so of two tasks for one
+    operation only one runs it and the other ends at once.
+    """
+    from brokeforge.lifecycle.runner import run_operation
+
+    now = timezone.now()
+    result = run_operation.enqueue(operation.pk)
+    ready_at = operation.ready_at or now
+    Operation.objects.filter(pk=operation.pk, state=OperationState.QUEUED).update(
+        task_id=str(result.id), ready_at=ready_at
+    )
+    operation.task_id, operation.ready_at = str(result.id), ready_at
+
+
+def _dispatch_next(server_id: int) -> None:
+    """After an operation ended, start the next one waiting on its server."""
+    waiting = (
+        Operation.objects.filter(
+            server_id=server_id,
+            uses_package_manager=True,
+            state=OperationState.QUEUED,
+            ready_at__isnull=True,
+        )
+        .order_by("pk")
+        .first()
+    )
+    if waiting is not None and blocker(waiting) is None:
+        dispatch(waiting)
+        logger.info(
+            "operation %s dispatched: nothing is ahead of it any more",
+            waiting.pk,
+            extra={"action": "operation_dispatched", "operation_id": waiting.pk},
+        )
 
 
 def claim(operation_id: int, worker_id: str) -> Operation | None:
@@ -231,6 +320,18 @@ def claim(operation_id: int, worker_id: str) -> Operation | None:
         record = _record_of(operation)
         if record is None:
             _end_orphan(operation, "the record was deleted before the operation ran")
+            _dispatch_next(operation.server_id)
+            return None
+        ahead = blocker(operation)
+        if ahead is not None:
+            # A duplicate or early task: ending `ahead` dispatches this again.
+            Operation.objects.filter(pk=operation.pk).update(ready_at=None)
+            logger.info(
+                "operation %s not claimed: it waits for operation %s",
+                operation.pk,
+                ahead.pk,
+                extra={"action": "claim_deferred", "operation_id": operation.pk},
+            )
             return None
         claimed = Operation.objects.filter(
             pk=operation.pk, state=OperationState.QUEUED
@@ -299,17 +400,16 @@ def fail(
     reason_class: str,
     *,
     worker_id: str | None = None,
+    state: OperationState = OperationState.FAILED,
 ) -> bool:
-    """End an unfinished operation as failed and the record with it.
+    """End an unfinished operation as failed (or cancelled) and its record failed.
 
     With `worker_id`, only that worker's running operation is ended (a late
     worker cannot overwrite what a reaper or a cancel decided). Returns
     False when the operation had already ended.
     """
     with transaction.atomic():
-        if not _finish(
-            operation, worker_id, OperationState.FAILED, message, reason_class
-        ):
+        if not _finish(operation, worker_id, state, message, reason_class):
             return False
         record = _record_of(operation)
         if record is not None:
@@ -356,6 +456,13 @@ def _finish(
         reason_class=reason_class,
     )
     if not changed:
+        # Fencing: somebody else (a reaper, a cancel, the supervisor) ended
+        # it first. The late result changes nothing but stays on the record.
+        late = f"\n== late result from worker {worker_id or '?'} ignored: {state}"
+        late += f": {message}\n" if message else "\n"
+        Operation.objects.filter(pk=operation.pk).update(
+            output=Concat(F("output"), Value(late))
+        )
         logger.warning(
             "operation %s already ended; %s result ignored",
             operation.pk,
@@ -366,7 +473,73 @@ def _finish(
     operation.state = state
     operation.error_message = message
     operation.reason_class = reason_class
+    _dispatch_next(operation.server_id)
     return True
+
+
+def cancel(operation: Operation, *, user: User = None) -> Operation:
+    """Cancel a queued or running operation on a person's request.
+
+    A queued operation ends at once: it is `cancelled` and its record
+    `failed` with "cancelled by <user> before it started", since nothing
+    ran on the server. The record is failed rather than restored because
+    BrokeForge cannot prove what the server had before (an earlier attempt
+    may have changed it); Retry or Remove are then the person's choice.
+
+    A running operation is marked; its worker kills the remote process
+    group and ends it within about a second, and the reaper ends it within
+    `CANCEL_GRACE_SECONDS` if the worker does not answer.
+    """
+    who = _user_name(user)
+    now = timezone.now()
+    with transaction.atomic():
+        current = Operation.objects.filter(pk=operation.pk).first()
+        if current is None or current.is_finished:
+            state = current.state if current else "gone"
+            raise ActionRefused(
+                f"{operation.describe()} has already ended ({state}): "
+                "there is nothing to cancel"
+            )
+        if current.state == OperationState.QUEUED:
+            if fail(
+                current,
+                f"cancelled by {who} before it started; nothing was changed on "
+                "the server",
+                "cancelled",
+                state=OperationState.CANCELLED,
+            ):
+                logger.info(
+                    "operation %s cancelled by %s while queued",
+                    current.pk,
+                    who,
+                    extra={"action": "operation_cancelled", "operation_id": current.pk},
+                )
+                return current
+            current.refresh_from_db()
+            if current.is_finished:
+                raise ActionRefused(
+                    f"{operation.describe()} ended ({current.state}) while the "
+                    "cancel was being made"
+                )
+        Operation.objects.filter(
+            pk=current.pk,
+            state=OperationState.RUNNING,
+            cancel_requested_at__isnull=True,
+        ).update(cancel_requested_at=now, cancel_requested_by=who)
+    current.refresh_from_db()
+    logger.info(
+        "operation %s: cancel requested by %s",
+        current.pk,
+        who,
+        extra={"action": "cancel_requested", "operation_id": current.pk},
+    )
+    return current
+
+
+def _user_name(user: User) -> str:
+    if user is not None and user.is_authenticated:
+        return str(user.get_username())
+    return f"{getpass.getuser()} (command line)"
 
 
 def _end_orphan(operation: Operation, reason: str) -> None:

@@ -133,6 +133,16 @@ class Operation(models.Model):
     #: How many characters were dropped from the head of `output`; with it,
     #: a follower knows where in the whole stream the stored text starts.
     output_dropped = models.PositiveBigIntegerField(default=0)
+    #: Whether it uses the server's package manager: such operations run one
+    #: at a time per server, in request order (see `machine.blocker`).
+    uses_package_manager = models.BooleanField(default=True)
+    #: When nothing was ahead of it any more and its task was enqueued; None
+    #: while it waits behind another operation on its server.
+    ready_at = models.DateTimeField(null=True, blank=True)
+    #: Set when a person asks to cancel a running operation; its worker
+    #: stops the remote command and ends it, or the reaper does.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -148,6 +158,10 @@ class Operation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.record_label} (#{self.pk}, {self.state})"
+
+    def describe(self) -> str:
+        """How a person names it: "install of Redis on web-1 (#12)"."""
+        return f"{self.action} of {self.record_label} (#{self.pk})"
 
     @property
     def is_finished(self) -> bool:
@@ -176,3 +190,32 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.record_label} -> {self.status}"
+
+
+class Worker(models.Model):
+    """One start of a worker process: its liveness, by heartbeat.
+
+    Liveness belongs to a process start, not a name: every start registers
+    a new row under a fresh id, so a restarted worker never vouches for the
+    operations its previous life held.
+    """
+
+    id = models.CharField(max_length=64, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    #: The process's start time in clock ticks since boot and the boot's id:
+    #: with the pid, they tell a live process from a reused pid.
+    process_start = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+    #: When it stopped, or was found gone; None while it runs.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    #: How it ended: "stopped", or what found it gone.
+    end_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["stopped_at", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"worker {self.id} (pid {self.pid} on {self.hostname})"

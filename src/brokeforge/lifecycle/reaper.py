@@ -3,9 +3,15 @@
 It judges liveness first (the operation's heartbeat, written every few
 seconds by the worker running it) and age second (the deadline: the
 operation's own timeout plus a grace), so a slow but healthy operation is
-never reaped. Every change goes through `machine.fail`, a compare-and-set:
-reapers in several processes may run at once, and a worker that wakes up
-later cannot overwrite what they wrote.
+never reaped. Every change goes through `machine`, compare-and-set: reapers
+in several processes (every worker, the web process, the supervisor) may
+run at once, and a worker that wakes up later cannot overwrite what they
+wrote.
+
+It also looks after queued operations: one whose task was lost (deleted,
+or taken by a worker that died before claiming it) is dispatched again,
+which is safe since a claim is a compare-and-set; one that no worker picked
+up within `BROKEFORGE_QUEUE_TIMEOUT` is failed, saying so.
 """
 
 from __future__ import annotations
@@ -19,24 +25,34 @@ from django.db import DatabaseError, connections
 from django.db.models import Q
 from django.utils import timezone
 
-from brokeforge.lifecycle import machine
+from brokeforge.lifecycle import machine, workers
 from brokeforge.lifecycle.models import Operation, OperationState
+from brokeforge.lifecycle.workers import lease_seconds as lease_seconds
 
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL = 5.0
 
 
-def lease_seconds() -> int:
-    return int(getattr(settings, "BROKEFORGE_LEASE_SECONDS", 15))
+def queue_timeout_seconds() -> int:
+    return int(getattr(settings, "BROKEFORGE_QUEUE_TIMEOUT", 1800))
 
 
 def reap(now: datetime | None = None) -> int:
-    """Fail every running operation whose heartbeat or deadline has passed.
+    """One pass: end what is lost, re-dispatch what was dropped.
 
     Returns how many operations this call ended.
     """
     now = now or timezone.now()
+    workers.mark_silent(now)
+    ended = _reap_running(now)
+    ended += _reap_cancelled(now)
+    ended += _reap_queued(now)
+    return ended
+
+
+def _reap_running(now: datetime) -> int:
+    """Fail every running operation whose heartbeat or deadline has passed."""
     stale = now - timedelta(seconds=lease_seconds())
     lost = Operation.objects.filter(state=OperationState.RUNNING).filter(
         Q(heartbeat_at__lt=stale) | Q(deadline__lt=now)
@@ -62,6 +78,83 @@ def reap(now: datetime | None = None) -> int:
     return ended
 
 
+def _reap_cancelled(now: datetime) -> int:
+    """End running operations whose worker did not honour a cancel in time."""
+    late = now - timedelta(seconds=machine.CANCEL_GRACE_SECONDS)
+    ended = 0
+    for operation in Operation.objects.filter(
+        state=OperationState.RUNNING, cancel_requested_at__lt=late
+    ):
+        reason = (
+            f"cancelled by {operation.cancel_requested_by}; its worker "
+            f"({operation.worker_id}) did not stop it within "
+            f"{machine.CANCEL_GRACE_SECONDS} s, so the remote command may "
+            "still be running until its time limit"
+        )
+        if machine.fail(operation, reason, "cancelled", state=OperationState.CANCELLED):
+            ended += 1
+    return ended
+
+
+def _reap_queued(now: datetime) -> int:
+    """Re-dispatch queued operations whose task was lost; fail the forgotten."""
+    from django_tasks.base import TaskResultStatus
+    from django_tasks.exceptions import TaskResultDoesNotExist
+
+    from brokeforge.lifecycle.runner import run_operation
+
+    lease = timedelta(seconds=lease_seconds())
+    give_up = now - timedelta(seconds=queue_timeout_seconds())
+    ended = 0
+    for operation in Operation.objects.filter(state=OperationState.QUEUED).order_by(
+        "pk"
+    ):
+        if machine.blocker(operation) is not None:
+            continue  # it waits its turn; ending the one ahead dispatches it
+        if operation.ready_at is not None and operation.ready_at < give_up:
+            alive = workers.live(now).count()
+            reason = (
+                f"no worker picked it up within {queue_timeout_seconds()} s ("
+                + (
+                    "no worker is running: start `brokeforge serve`"
+                    if not alive
+                    else f"{alive} worker(s) running, all busy or unable to take it"
+                )
+                + "); nothing was changed on the server"
+            )
+            if machine.fail(operation, reason, "not_dispatched"):
+                ended += 1
+            continue
+        lost = operation.ready_at is None
+        if not lost:
+            try:
+                result = run_operation.get_result(operation.task_id)
+            except (TaskResultDoesNotExist, ValueError):
+                lost = True
+            else:
+                started = result.started_at
+                lost = result.status in (
+                    TaskResultStatus.SUCCESSFUL,
+                    TaskResultStatus.FAILED,
+                ) or (
+                    # taken by a worker that died before claiming it
+                    result.status == TaskResultStatus.RUNNING
+                    and started is not None
+                    and started < now - lease
+                )
+        if lost:
+            machine.dispatch(operation)
+            logger.warning(
+                "operation %s was queued without a live task; dispatched again",
+                operation.pk,
+                extra={
+                    "action": "operation_redispatched",
+                    "operation_id": operation.pk,
+                },
+            )
+    return ended
+
+
 def fail_worker_operations(worker: str, reason: str, reason_class: str) -> int:
     """Fail what a worker known to be gone still holds (used by the supervisor)."""
     ended = 0
@@ -73,13 +166,19 @@ def fail_worker_operations(worker: str, reason: str, reason_class: str) -> int:
     return ended
 
 
-def start_reaper_thread() -> threading.Thread:
-    """Run `reap` every few seconds in a daemon thread of this process."""
+def start_reaper_thread(worker: str | None = None) -> threading.Thread:
+    """Run `reap` every few seconds in a daemon thread of this process.
+
+    In a worker process it also refreshes the worker's own heartbeat in the
+    registry.
+    """
 
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(REAP_INTERVAL):
             try:
+                if worker is not None:
+                    workers.heartbeat(worker)
                 reap()
             except DatabaseError as exc:
                 logger.warning(

@@ -10,9 +10,12 @@ result is retried while the database is briefly unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +29,11 @@ from django.utils import timezone
 from django_tasks import task
 
 from brokeforge.lifecycle import machine
-from brokeforge.lifecycle.errors import OperationFailure
+from brokeforge.lifecycle.errors import (
+    OperationCancelled,
+    OperationFailure,
+    WorkerShutdown,
+)
 from brokeforge.lifecycle.models import Action, Operation, OperationState
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,21 @@ VERIFY_TIMEOUT = 90
 NOISE_PREFIXES = ("debconf: ", "dpkg-preconfigure: ", "W: ")
 # Backoff for writing a result while the database is away: about 30 s in all.
 DB_RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8, 15)
+#: How often a running operation looks for a cancel request.
+CANCEL_POLL_INTERVAL = 1.0
+#: Seconds past an operation's deadline before the watchdog ends the worker.
+WATCHDOG_GRACE_SECONDS = 5.0
+
+#: Set when this worker process is asked to stop (see `supervisor.worker`):
+#: it takes no new work, and the running operation gets a bounded grace.
+SHUTDOWN = threading.Event()
+#: The operation this process runs now and its deadline (monotonic), for
+#: the watchdog.
+_current: dict[str, Any] = {}
+
+
+def shutdown_grace() -> float:
+    return float(getattr(settings, "BROKEFORGE_SHUTDOWN_GRACE", 5))
 
 
 @cache
@@ -101,11 +123,29 @@ class OperationRunner:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bf-db")
 
     def run(self) -> None:
+        if SHUTDOWN.is_set():
+            return  # a stopping worker takes no new work; the reaper re-dispatches
         operation = durably(machine.claim, self.operation_id, self.worker)
         if operation is None:
             return
+        _current.update(
+            operation=operation,
+            worker=self.worker,
+            deadline=time.monotonic()
+            + operation.timeout_seconds
+            + machine.DEADLINE_GRACE_SECONDS,
+        )
         try:
             asyncio.run(self._execute(operation))
+        except OperationCancelled as exc:
+            self._log(f"\n== cancelled: {exc.message}\n")
+            self._end(
+                machine.fail,
+                operation,
+                exc.message,
+                exc.reason_class,
+                state=OperationState.CANCELLED,
+            )
         except OperationFailure as exc:
             self._log(f"\n== failed: {exc.message}\n")
             self._end(machine.fail, operation, exc.message, exc.reason_class)
@@ -128,11 +168,16 @@ class OperationRunner:
             self._log("\n== succeeded\n")
             self._end(machine.succeed, operation)
         finally:
+            _current.clear()
             self._db.submit(connections.close_all).result()
             self._db.shutdown()
 
     def _end(
-        self, finish: Callable[..., bool], operation: Operation, *args: Any
+        self,
+        finish: Callable[..., bool],
+        operation: Operation,
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
         # The result matters more than the output: a failed flush must not
         # keep the operation from ending.
@@ -144,9 +189,80 @@ class OperationRunner:
                 operation.pk,
                 extra={"action": "output_flush_failed", "operation_id": operation.pk},
             )
-        durably(finish, operation, *args, worker_id=self.worker)
+        durably(finish, operation, *args, worker_id=self.worker, **kwargs)
 
     async def _execute(self, operation: Operation) -> None:
+        """Do the work, stopping it from outside on a cancel or a shutdown.
+
+        Cancelling the work's task kills the remote process group (see
+        `SSHSession.run`) before the failure is written.
+        """
+        work = asyncio.create_task(self._work(operation))
+        stop: list[OperationFailure] = []
+        watch = asyncio.create_task(self._watch(operation, work, stop))
+        try:
+            await work
+        except asyncio.CancelledError:
+            if stop:
+                raise stop[0] from None
+            raise
+        finally:
+            watch.cancel()
+
+    async def _watch(
+        self,
+        operation: Operation,
+        work: asyncio.Task[None],
+        stop: list[OperationFailure],
+    ) -> None:
+        shutdown_seen: float | None = None
+        last_poll = time.monotonic()
+        while not work.done():
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            if SHUTDOWN.is_set():
+                shutdown_seen = shutdown_seen or now
+                if now - shutdown_seen >= shutdown_grace():
+                    stop.append(
+                        WorkerShutdown(
+                            "interrupted by a worker shutdown: BrokeForge was "
+                            f"stopped and the operation did not end within "
+                            f"{shutdown_grace():g} s; the remote command was "
+                            "stopped, and the server may have been changed "
+                            "part-way: Retry checks it again"
+                        )
+                    )
+                    work.cancel()
+                    return
+            if now - last_poll >= CANCEL_POLL_INTERVAL:
+                last_poll = now
+                who = await self._in_db(self._cancel_requested_by)
+                if who is not None:
+                    stop.append(
+                        OperationCancelled(
+                            f"cancelled by {who} while it ran; the remote command "
+                            "was stopped, and the server may have been changed "
+                            "part-way: Retry checks it again"
+                        )
+                    )
+                    work.cancel()
+                    return
+
+    def _cancel_requested_by(self) -> str | None:
+        try:
+            row = (
+                Operation.objects.filter(
+                    pk=self.operation_id, cancel_requested_at__isnull=False
+                )
+                .values_list("cancel_requested_by", flat=True)
+                .first()
+            )
+        except DatabaseError:
+            connections.close_all()
+            return None  # the reaper ends it if the database stays away
+        return row
+
+    async def _work(self, operation: Operation) -> None:
         from brokeforge.packages.base import FACTS_SCRIPT, HostFacts, VerificationFailed
         from brokeforge.packages.registry import get_kind
         from brokeforge.servers.ssh import (
@@ -303,3 +419,44 @@ def _lock_holder(output: str) -> list[str]:
         return []
     line = waits[-1].removeprefix("Waiting for cache lock: ").rstrip(". ")
     return [line]
+
+
+def start_watchdog_thread() -> threading.Thread:
+    """End this worker process when its operation outlives its deadline.
+
+    The runner's own timeouts end an operation on time; this is for when
+    they cannot (code stuck outside the event loop). It writes the failure
+    if it can, then kills the process: `brokeforge serve` starts a new one,
+    and the reaper ends the operation if the write did not happen.
+    """
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            deadline = _current.get("deadline")
+            if deadline is None:
+                continue
+            overdue = time.monotonic() - deadline
+            if overdue < WATCHDOG_GRACE_SECONDS:
+                continue
+            operation: Operation = _current["operation"]
+            logger.error(
+                "operation %s outlived its deadline by %.0f s; ending this worker",
+                operation.pk,
+                overdue,
+                extra={"action": "watchdog_kill", "operation_id": operation.pk},
+            )
+            # If the database does not answer, the reaper writes it later.
+            with contextlib.suppress(DatabaseError):
+                machine.fail(
+                    operation,
+                    f"timed out after {operation.timeout_seconds} s: the worker "
+                    "was stuck past its deadline and was ended by the watchdog",
+                    "timed_out",
+                    worker_id=_current["worker"],
+                )
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=loop, name="bf-watchdog", daemon=True)
+    thread.start()
+    return thread

@@ -115,6 +115,7 @@ def _request(
                 user=user,
                 params=clean,
                 timeout_seconds=kind.timeout(act),
+                uses_package_manager=kind.uses_package_manager,
                 new_record=True,
             )
         if record is None:
@@ -129,7 +130,12 @@ def _request(
             raise ActionRefused(reason)
         clean = kind.clean_params(act, params or {})
         return machine.request(
-            record, act, user=user, params=clean, timeout_seconds=kind.timeout(act)
+            record,
+            act,
+            user=user,
+            params=clean,
+            timeout_seconds=kind.timeout(act),
+            uses_package_manager=kind.uses_package_manager,
         )
 
 
@@ -139,7 +145,10 @@ def retry(server: Server, kind_name: str, *, user: machine.User = None) -> Opera
     if record is None:
         raise ActionRefused(f"{kind.label} is not on {server.name}: nothing to retry")
     return machine.retry(
-        record, user=user, timeout_seconds=kind.timeout(Action(record.last_action))
+        record,
+        user=user,
+        timeout_seconds=kind.timeout(Action(record.last_action)),
+        uses_package_manager=kind.uses_package_manager,
     )
 
 

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import asyncssh
 
@@ -34,11 +35,25 @@ REMOTE_TIMEOUT_SLACK = 3
 KILL_TIMEOUT = 5.0
 STDERR_TAIL_LINES = 12
 
-# Runs before every script: report the process group, then make every stage
-# of the script (and of each pipeline in it) fail the whole script.
+# Runs before every script: report the process group, arm a dead-man's
+# switch, then make every stage of the script (and of each pipeline in it)
+# fail the whole script.
+#
+# The switch: a watcher holds the channel's stdin, to which BrokeForge never
+# writes. It reads EOF only when the channel closes; if the script still
+# runs then, its connection was lost (the worker was killed, the network
+# dropped), so the watcher ends the script's process group instead of
+# leaving it orphaned. The script itself reads /dev/null: nothing can wait
+# for input.
 PRELUDE = f"""\
 read -r _ _ _ _ __bf_pgid _ < /proc/$$/stat && printf '{PGID_MARKER}%s\\n' \
 "$__bf_pgid" >&2
+exec 3<&0 </dev/null
+( trap '' TERM HUP INT; cat <&3 >/dev/null 2>&1 || true
+  if kill -0 $$ 2>/dev/null; then
+    kill -TERM -- "-$__bf_pgid"; sleep 2; kill -KILL -- "-$__bf_pgid"
+  fi ) >/dev/null 2>&1 &
+exec 3<&-
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 """
@@ -99,6 +114,11 @@ class CommandResult:
     exit_status: int
     output: str
     stderr_tail: str
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class SSHSession:
@@ -261,14 +281,23 @@ class SSHSession:
                     f"timed out after {timeout:.0f} s: the server never started "
                     "the command"
                 ) from None
-            process.stdin.write_eof()
+            # stdin stays open: closing it is the remote dead-man's switch.
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)
             )
+            # Cut short by a timeout or a cancel, the readers end cancelled:
+            # that outcome is expected and must not be reported as lost.
+            readers.add_done_callback(_consume_outcome)
             try:
                 remaining = max(timeout - (time.monotonic() - started), 0.1)
                 await asyncio.wait_for(readers, remaining)
                 completed = await asyncio.wait_for(process.wait(), KILL_TIMEOUT)
+            except asyncio.CancelledError:
+                # Cancelled from outside (a person's cancel, a worker
+                # shutdown): the remote command must not outlive it.
+                await self._kill_group(pgid[0] if pgid else None)
+                process.close()
+                raise
             except TimeoutError:
                 await self._kill_group(pgid[0] if pgid else None)
                 process.close()
