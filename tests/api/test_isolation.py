@@ -33,6 +33,7 @@ ENDPOINTS = [
     ("delete", "/servers/{s}/records/redis?data=delete", None),
     ("get", "/operations/{o}", None),
     ("get", "/operations/{o}/output", None),
+    ("post", "/operations/{o}/cancel", None),
 ]
 
 
@@ -44,7 +45,7 @@ def alices(
 ) -> dict[str, Any]:
     server = make_server("web-1")
     record = make_database(server, "redis", RecordStatus.FAILED, error_message="x")
-    operation = make_operation(record, output="secret output")
+    operation = make_operation(record, output="secret output", state="queued")
     AuditEntry.objects.create(
         user=server.owner, username="alice", via="cli", address="cli", action="x"
     )
@@ -56,7 +57,7 @@ def snapshot() -> tuple[Any, ...]:
     return (
         list(Server.objects.values_list("name", "port", "host_key")),
         list(Database.objects.values_list("kind", "status")),
-        Operation.objects.count(),
+        list(Operation.objects.values_list("pk", "state")),
         list(ApiToken.objects.values_list("name", "revoked_at")),
     )
 

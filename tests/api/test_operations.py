@@ -86,3 +86,31 @@ def test_it_lists_the_audit_log_newest_first(
     ]
     assert response.json_body[1]["operation_id"] == operation.pk
     assert response.json_body[1]["token"] is not None
+
+
+def test_it_cancels_a_queued_operation_and_refuses_a_second_cancel(
+    api: ApiClient, operation: Operation
+) -> None:
+    cancelled = api.post(f"/operations/{operation.pk}/cancel")
+    again = api.post(f"/operations/{operation.pk}/cancel")
+    record = api.get(f"/servers/{operation.server_id}/records/redis")
+
+    assert cancelled.status_code == 202
+    assert cancelled.json_body["state"] == "cancelled"
+    assert (
+        "cancelled by alice before it started" in (cancelled.json_body["error_message"])
+    )
+    assert again.status_code == 409
+    assert "has already ended (cancelled)" in again.json_body["detail"]
+    assert record.json_body["status"] == "failed"
+    assert record.json_body["allowed_actions"] == ["retry", "remove"]
+
+
+def test_it_says_what_a_queued_operation_waits_for(
+    api: ApiClient, operation: Operation
+) -> None:
+    response = api.get(f"/operations/{operation.pk}")
+
+    assert response.json_body["waiting"] == (
+        "waiting for a worker — none is running (start `brokeforge serve`)"
+    )

@@ -48,6 +48,7 @@ def test_a_read_only_token_reads_but_cannot_change(
         reader.post(f"/servers/{server.pk}/records/redis"),
         reader.post(f"/servers/{server.pk}/check"),
         reader.delete(f"/servers/{server.pk}"),
+        reader.post("/operations/1/cancel"),
     ]
 
     assert listed.status_code == 200

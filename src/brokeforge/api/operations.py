@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404, HttpRequest
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 
 from brokeforge.accounts import audit
 from brokeforge.api import serialize
-from brokeforge.api.common import ERRORS, MAX_ID, PathId
+from brokeforge.api.common import ERRORS, MAX_ID, WRITE_ERRORS, PathId, actor
 from brokeforge.api.schemas import AuditOut, OperationOut, OutputOut
 from brokeforge.lifecycle.models import Operation
+from brokeforge.packages import service
 from brokeforge.servers import access
 
 router = Router(tags=["operations"])
@@ -55,6 +56,20 @@ def get_output(
     offset: int = Query(0, ge=0, le=MAX_ID),  # type: ignore[type-arg]
 ) -> dict[str, Any]:
     return serialize.output(_operation(request, operation_id), offset)
+
+
+@router.post(
+    "/{operation_id}/cancel",
+    response={202: OperationOut, **WRITE_ERRORS},
+    summary="Cancel a queued or running operation",
+    description="A queued operation ends at once, its record failed; a running "
+    "one is stopped by its worker within seconds (state shows when).",
+)
+def cancel_operation(request: HttpRequest, operation_id: PathId) -> Status[Any]:
+    operation = _operation(request, operation_id)
+    cancelled = service.cancel_operation(operation, actor=actor(request))
+    cancelled.refresh_from_db()
+    return Status(202, serialize.operation(cancelled))
 
 
 @audit_router.get(

@@ -81,6 +81,9 @@ class OperationOut(Schema):
     error_message: str
     reason_class: str
     output_length: int
+    #: What an unfinished operation waits for, in words ("queued behind ...").
+    waiting: str | None
+    cancel_requested_by: str | None
 
 
 class RecordOut(Schema):

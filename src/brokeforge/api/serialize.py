@@ -11,6 +11,7 @@ from typing import Any
 from brokeforge.accounts.models import AuditEntry
 from brokeforge.lifecycle.machine import allowed_actions
 from brokeforge.lifecycle.models import ManagedRecord, Operation
+from brokeforge.lifecycle.waiting import waiting_reason
 from brokeforge.packages.registry import get_kind
 from brokeforge.servers.models import Server
 
@@ -51,6 +52,8 @@ def operation(op: Operation) -> dict[str, Any]:
         "error_message": op.error_message,
         "reason_class": op.reason_class,
         "output_length": op.output_dropped + len(op.output),
+        "waiting": waiting_reason(op),
+        "cancel_requested_by": op.cancel_requested_by or None,
     }
 
 

@@ -152,6 +152,37 @@ def retry(server: Server, kind_name: str, *, user: machine.User = None) -> Opera
     )
 
 
+def cancel_operation(operation: Operation, *, actor: Actor | None = None) -> Operation:
+    """Cancel a queued or running operation (see `machine.cancel`).
+
+    Raises `ActionRefused` when it has already ended, `access.NotAllowed`
+    when the actor may not change its server.
+    """
+    if actor is not None:
+        access.check_can_change(actor.user, operation.server)
+    try:
+        cancelled = machine.cancel(operation, user=actor.user if actor else None)
+    except ActionRefused as exc:
+        audit.record(
+            actor,
+            "operation.cancel",
+            server=operation.server,
+            target=operation.describe(),
+            operation=operation,
+            outcome="refused",
+            detail=str(exc),
+        )
+        raise
+    audit.record(
+        actor,
+        "operation.cancel",
+        server=operation.server,
+        target=operation.describe(),
+        operation=operation,
+    )
+    return cancelled
+
+
 def server_records(server: Server) -> list[Database]:
     """Every record on the server, of every kind."""
     return list(Database.objects.filter(server=server).select_related("server"))
