@@ -18,3 +18,6 @@ from brokeforge.settings import *  # noqa: F403
 BROKEFORGE_APT_LOCK_TIMEOUT = 5
 BROKEFORGE_CONNECT_TIMEOUT = 5.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The fault-injection suite's probe kinds (see tests/faults/probe.py).
+BROKEFORGE_EXTRA_KINDS = ["tests.faults.probe.Probe", "tests.faults.probe.SecondProbe"]

@@ -76,12 +76,15 @@ _SQLITE_OPTIONS = {
     # instead of failing a lock upgrade half-way through a transaction.
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     "transaction_mode": "IMMEDIATE",
-    "timeout": 20,
+    # Seconds a writer waits for the lock before "database is locked".
+    "timeout": float(os.environ.get("BROKEFORGE_SQLITE_BUSY_TIMEOUT", "20")),
 }
 
 _database_url = os.environ.get("BROKEFORGE_DATABASE_URL")
 if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        DATABASES["default"]["OPTIONS"] = _SQLITE_OPTIONS
 else:
     DATABASES = {
         "default": {
@@ -124,7 +127,27 @@ BROKEFORGE_APT_LOCK_TIMEOUT = int(os.environ.get("BROKEFORGE_APT_LOCK_TIMEOUT", 
 BROKEFORGE_CONNECT_TIMEOUT = float(os.environ.get("BROKEFORGE_CONNECT_TIMEOUT", "15"))
 if not 0 < BROKEFORGE_CONNECT_TIMEOUT <= 600:
     raise ImproperlyConfigured("BROKEFORGE_CONNECT_TIMEOUT must be between 0 and 600")
+
+
 # Where MySQL's own apt repository lives (Debian has no mysql-server).
+def _seconds(name: str, default: float, upper: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds") from None
+    if not 0 < value <= upper:
+        raise ImproperlyConfigured(f"{name} must be between 0 and {upper:g} seconds")
+    return value
+
+
+# How long a heartbeat vouches for a worker and its operation.
+BROKEFORGE_LEASE_SECONDS = _seconds("BROKEFORGE_LEASE_SECONDS", 15, 3600)
+# A queued operation no worker took within this long is failed, saying so.
+BROKEFORGE_QUEUE_TIMEOUT = _seconds("BROKEFORGE_QUEUE_TIMEOUT", 1800, 7 * 86400)
+# On SIGTERM, a worker's running operation gets this long before it is ended.
+BROKEFORGE_SHUTDOWN_GRACE = _seconds("BROKEFORGE_SHUTDOWN_GRACE", 5, 3600)
+
 BROKEFORGE_MYSQL_APT_URL = os.environ.get(
     "BROKEFORGE_MYSQL_APT_URL", "https://repo.mysql.com"
 )

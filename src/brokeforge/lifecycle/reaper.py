@@ -25,13 +25,11 @@ from django.db import DatabaseError, connections
 from django.db.models import Q
 from django.utils import timezone
 
-from brokeforge.lifecycle import machine, workers
+from brokeforge.lifecycle import machine, spool, workers
 from brokeforge.lifecycle.models import Operation, OperationState
 from brokeforge.lifecycle.workers import lease_seconds as lease_seconds
 
 logger = logging.getLogger(__name__)
-
-REAP_INTERVAL = 5.0
 
 
 def queue_timeout_seconds() -> int:
@@ -44,8 +42,10 @@ def reap(now: datetime | None = None) -> int:
     Returns how many operations this call ended.
     """
     now = now or timezone.now()
+    # Results this host could not write come first: they carry the real reason.
+    ended = spool.replay()
     workers.mark_silent(now)
-    ended = _reap_running(now)
+    ended += _reap_running(now)
     ended += _reap_cancelled(now)
     ended += _reap_queued(now)
     return ended
@@ -175,7 +175,7 @@ def start_reaper_thread(worker: str | None = None) -> threading.Thread:
 
     def loop() -> None:
         stop = threading.Event()
-        while not stop.wait(REAP_INTERVAL):
+        while not stop.wait(workers.heartbeat_interval()):
             try:
                 if worker is not None:
                     workers.heartbeat(worker)

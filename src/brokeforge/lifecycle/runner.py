@@ -28,7 +28,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 from django_tasks import task
 
-from brokeforge.lifecycle import machine
+from brokeforge.lifecycle import machine, spool, workers
 from brokeforge.lifecycle.errors import (
     OperationCancelled,
     OperationFailure,
@@ -43,7 +43,6 @@ T = TypeVar("T")
 MAX_OUTPUT_CHARS = 256 * 1024
 MAX_REASON_LINE = 500
 FLUSH_INTERVAL = 1.0
-HEARTBEAT_INTERVAL = 5.0
 FACTS_TIMEOUT = 30
 VERIFY_TIMEOUT = 90
 # stderr lines that never explain a failure (apt's routine remarks).
@@ -189,7 +188,14 @@ class OperationRunner:
                 operation.pk,
                 extra={"action": "output_flush_failed", "operation_id": operation.pk},
             )
-        durably(finish, operation, *args, worker_id=self.worker, **kwargs)
+        if durably(finish, operation, *args, worker_id=self.worker, **kwargs) is None:
+            # The database stayed away: keep the result for a later pass.
+            if finish is machine.succeed:
+                state, message, reason = OperationState.SUCCEEDED, "", ""
+            else:
+                message, reason = args
+                state = kwargs.get("state", OperationState.FAILED)
+            spool.keep(operation.pk, self.worker, state, message, reason)
 
     async def _execute(self, operation: Operation) -> None:
         """Do the work, stopping it from outside on a cancel or a shutdown.
@@ -347,7 +353,7 @@ class OperationRunner:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await asyncio.sleep(workers.heartbeat_interval())
             await self._in_db(self._flush_quietly)
 
     def _flush_quietly(self) -> None:

@@ -30,6 +30,12 @@ def lease_seconds() -> int:
     return int(getattr(settings, "BROKEFORGE_LEASE_SECONDS", 15))
 
 
+def heartbeat_interval() -> float:
+    """How often heartbeats are written: a third of the lease, at most 5 s,
+    so two can be lost before the lease lapses."""
+    return min(5.0, lease_seconds() / 3)
+
+
 def process_start(pid: int) -> str | None:
     """The boot id and start time of process `pid`, or None if it is gone."""
     try:
@@ -39,6 +45,8 @@ def process_start(pid: int) -> str | None:
         return None
     # The command name (field 2) may hold spaces: count from its end.
     fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie has ended; only its parent has not noticed
     return f"{boot}:{fields[19]}"
 
 
