@@ -63,7 +63,7 @@ def test_it_lists_and_gets_records_with_their_operation(
     assert absent.json_body["detail"] == "MariaDB is not installed on web-1"
 
 
-@pytest.mark.parametrize("kind", ["nginx", "redis;reboot", "..", "$(id)"])
+@pytest.mark.parametrize("kind", ["nginix", "redis;reboot", "..", "$(id)"])
 def test_it_404s_an_unknown_kind(api: ApiClient, server: Server, kind: str) -> None:
     response = api.post(f"/servers/{server.pk}/records/{kind}")
 

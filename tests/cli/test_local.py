@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -177,3 +178,29 @@ def test_token_commands_refuse_a_remote_url(
 
     assert code == 2
     assert "token works on this installation only" in err
+
+
+def test_it_creates_a_record_of_a_kind_with_many_from_its_options(
+    run: Callable[..., tuple[int, str, str]],
+    make_server: Callable[..., Server],
+    make_database: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = make_server("web-1")
+    make_database(server, "mariadb", "active")
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-Pass\n"))
+
+    code, out, err = run(
+        "create", "database", "--server", "web-1", "--engine", "mariadb",
+        "--name", "shop", "--user", "shop", "--password-stdin",
+    )  # fmt: skip
+
+    assert (code, err) == (0, "")
+    assert out.startswith("operation 1: create database shop (user shop) in MariaDB")
+    status = run("status")[1]
+    assert "web-1\tdatabase #1 (database shop (user shop) in MariaDB on web-1)" in (
+        status
+    )
+    bad = run("create", "database", "--server", "web-1", "--colour", "red")
+    assert bad[0] == 2 and "unknown option for install database: --colour" in bad[2]
+    assert "database\tDatabase" in run("kinds")[1]

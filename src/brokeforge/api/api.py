@@ -17,7 +17,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as NinjaValidationError
 
-from brokeforge.api import auth, operations, records, servers
+from brokeforge.api import auth, kinds, operations, records, servers
 from brokeforge.api.docs import PlainDocs
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.servers.access import NotAllowed
@@ -36,6 +36,7 @@ api.add_router("/servers", servers.router)
 api.add_router("/servers", records.router)
 api.add_router("/operations", operations.router)
 api.add_router("/audit", operations.audit_router)
+api.add_router("/kinds", kinds.router)
 
 
 def _error(

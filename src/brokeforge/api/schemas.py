@@ -87,6 +87,7 @@ class OperationOut(Schema):
 
 
 class RecordOut(Schema):
+    id: int
     kind: str
     label: str
     kind_label: str
@@ -100,9 +101,10 @@ class RecordOut(Schema):
     operation: OperationOut | None
 
 
-class InstallIn(Schema):
+class ActionIn(Schema):
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Options of the kind's install, if any"
+        default_factory=dict,
+        description="The kind's options for this action (see the kind's fields)",
     )
 
 
@@ -131,6 +133,29 @@ class AuditOut(Schema):
     operation_id: int | None
     outcome: str
     detail: str
+
+
+class FieldOut(Schema):
+    name: str
+    label: str
+    help: str
+    required: bool
+    choices: list[list[str]]
+    secret: bool
+    boolean: bool
+    default: str
+
+
+class KindOut(Schema):
+    name: str
+    label: str
+    family: str
+    many: bool
+    parent: str | None
+    verbs: dict[str, str]
+    fields: list[FieldOut]
+    update_fields: list[FieldOut]
+    remove_fields: list[FieldOut]
 
 
 DataChoice = Literal["keep", "delete"]

@@ -63,6 +63,7 @@ def record(r: ManagedRecord, current: Operation | None = None) -> dict[str, Any]
     kind = r.kind_name()
     allowed = allowed_actions(r)
     return {
+        "id": r.pk,
         "kind": kind,
         "label": r.label(),
         "kind_label": get_kind(kind).label,

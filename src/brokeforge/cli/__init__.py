@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from brokeforge.cli.backends import EXIT_REFUSED, CommandError
+from brokeforge.cli.commands import act
 from brokeforge.cli.commands import follow as _follow_with
 from brokeforge.cli.parser import LONG_RUNNING, build_parser
 
@@ -23,7 +24,12 @@ __all__ = ["CommandError", "build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A kind's own options (--engine, --name, ...) are known only once the
+    # kind is: the action verbs check them themselves.
+    if extra and getattr(args, "handler", None) is not act:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.kind_options = extra
     # The database, its WAL files and the secrets are for this user alone,
     # whatever the data directory's own mode.
     os.umask(0o077)

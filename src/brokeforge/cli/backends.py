@@ -39,7 +39,15 @@ class Backend(Protocol):
     def remove_server(self, name: str) -> None: ...
     def check_server(self, name: str, repin: bool) -> JSON: ...
     def records(self, server: str | None) -> list[JSON]: ...
-    def act(self, server: str, kind: str, action: str, data: str | None) -> JSON: ...
+    def act(
+        self,
+        server: str,
+        kind: str,
+        action: str,
+        params: JSON | None,
+        record_id: int | None,
+    ) -> JSON: ...
+    def kinds(self) -> list[JSON]: ...
     def operations(self, server: str | None, limit: int) -> list[JSON]: ...
     def operation(self, operation_id: int) -> JSON: ...
     def output(self, operation_id: int, offset: int) -> JSON: ...
@@ -123,15 +131,32 @@ class RemoteBackend:
             rows += self.call("GET", f"/servers/{self._server_id(name)}/records")
         return rows
 
-    def act(self, server: str, kind: str, action: str, data: str | None) -> JSON:
+    def act(
+        self,
+        server: str,
+        kind: str,
+        action: str,
+        params: JSON | None,
+        record_id: int | None,
+    ) -> JSON:
         base = f"/servers/{self._server_id(server)}/records/{_segment(kind)}"
+        if record_id is not None:
+            base += f"/{record_id}"
+        params = dict(params or {})
         if action == "install":
-            result: JSON = self.call("POST", base)
+            result: JSON = self.call("POST", base, {"params": params})
         elif action == "remove":
-            query = urllib.parse.urlencode({"data": data or ""})
-            result = self.call("DELETE", f"{base}?{query}")
+            data = params.pop("data", None)
+            query = "?" + urllib.parse.urlencode({"data": data}) if data else ""
+            result = self.call("DELETE", base + query)
+        elif action == "update":
+            result = self.call("POST", f"{base}/update", {"params": params})
         else:
             result = self.call("POST", f"{base}/{action}")
+        return result
+
+    def kinds(self) -> list[JSON]:
+        result: list[JSON] = self.call("GET", "/kinds")
         return result
 
     def operations(self, server: str | None, limit: int) -> list[JSON]:

@@ -290,21 +290,95 @@ def server_list(args: argparse.Namespace) -> int:
 
 def act(args: argparse.Namespace) -> int:
     chosen = backend(args)
-    data = getattr(args, "data", None)
-    record = chosen.act(args.server, args.kind, args.action, data)
+    kind = _kind(chosen, args.kind)
+    params = _kind_params(kind, args)
+    record_id = getattr(args, "record_id", None)
+    record = chosen.act(args.server, kind["name"], args.action, params, record_id)
     operation = record["operation"]
     if args.json:
         if args.wait:
             return _wait_quietly(chosen, operation["id"])
         _print_json(record)
         return 0
+    verb = kind["verbs"].get(operation["action"], operation["action"])
     print(
-        f"operation {operation['id']}: {operation['action']} {operation['record']} "
+        f"operation {operation['id']}: {verb} {operation['record']} "
         f"(attempt {operation['attempt']}) {operation['state']}"
     )
     if not args.wait:
         return 0
     return follow(chosen, operation["id"])
+
+
+def _kind(chosen: Backend, name: str) -> JSON:
+    kinds = {k["name"]: k for k in chosen.kinds()}
+    if name not in kinds:
+        known = ", ".join(sorted(kinds))
+        raise CommandError(f"unknown package kind {name!r}: choose one of {known}")
+    return kinds[name]
+
+
+def _kind_params(kind: JSON, args: argparse.Namespace) -> JSON:
+    """The kind's own options from the command line (and a password on stdin)."""
+    fields: list[JSON] = []
+    if args.action == "install" and kind["many"]:
+        fields = kind["fields"]
+    elif args.action == "update":
+        fields = kind["update_fields"]
+    elif args.action == "remove":
+        fields = [f for f in kind["remove_fields"] if f["name"] != "data"]
+    parser = argparse.ArgumentParser(
+        prog=f"brokeforge {args.action} {kind['name']}", add_help=False
+    )
+    for field in fields:
+        flag = "--" + field["name"].replace("_", "-")
+        if field["boolean"]:
+            parser.add_argument(
+                flag, dest=field["name"], action=argparse.BooleanOptionalAction
+            )
+        elif not field["secret"]:
+            parser.add_argument(flag, dest=field["name"])
+    try:
+        known, unknown = parser.parse_known_args(args.kind_options)
+    except SystemExit:
+        raise CommandError(f"bad options for {kind['name']}") from None
+    if unknown:
+        takes = " ".join(_flag(f) for f in fields)
+        raise CommandError(
+            f"unknown option for {args.action} {kind['name']}: {' '.join(unknown)}"
+            + (f" (it takes {takes})" if takes else "")
+        )
+    params = {name: value for name, value in vars(known).items() if value is not None}
+    if args.action == "remove" and getattr(args, "data", None):
+        params["data"] = args.data
+    secret = next((f for f in fields if f["secret"]), None)
+    if secret is not None and getattr(args, "password_stdin", False):
+        params[secret["name"]] = sys.stdin.readline().rstrip("\n")
+    return params
+
+
+def _flag(field: JSON) -> str:
+    if field["secret"]:
+        return "--password-stdin"
+    return "--" + str(field["name"]).replace("_", "-")
+
+
+def kinds(args: argparse.Namespace) -> int:
+    found = backend(args).kinds()
+    if args.json:
+        _print_json(found)
+        return 0
+    for kind in found:
+        many = "many per server" if kind["many"] else "one per server"
+        print(f"{kind['name']}\t{kind['label']} ({kind['family']}, {many})")
+        options = [("create", f) for f in (kind["fields"] if kind["many"] else [])] + [
+            ("update", f) for f in kind["update_fields"]
+        ]
+        for action, field in options:
+            need = "required" if field["required"] else "optional"
+            help_text = f": {field['help']}" if field["help"] else ""
+            print(f"    {action} {_flag(field)}\t{field['label']} ({need}){help_text}")
+    return 0
 
 
 def cancel(args: argparse.Namespace) -> int:
@@ -363,14 +437,19 @@ def _wait_quietly(chosen: Backend, operation_id: int) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    rows = backend(args).records(args.server)
+    chosen = backend(args)
+    rows = chosen.records(args.server)
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print("no records yet (try: brokeforge install redis --server NAME)")
+    many = {k["name"] for k in chosen.kinds() if k["many"]} if rows else set()
     for row in rows:
-        line = f"{row['server']}\t{row['kind']}\t{row['status']}"
+        what = row["kind"]
+        if what in many:
+            what += f" #{row['id']} ({row['label']})"
+        line = f"{row['server']}\t{what}\t{row['status']}"
         if row["error_message"]:
             line += "\t" + " | ".join(row["error_message"].splitlines())
         print(line)

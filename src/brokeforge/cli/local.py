@@ -16,10 +16,12 @@ from pydantic import BaseModel
 from brokeforge.accounts import audit
 from brokeforge.accounts.actor import Actor
 from brokeforge.api import schemas, serialize
+from brokeforge.api.kinds import kind_dict
 from brokeforge.cli.backends import JSON, CommandError
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
 from brokeforge.lifecycle.models import Operation
 from brokeforge.packages import service as packages
+from brokeforge.packages.registry import KINDS, get_kind
 from brokeforge.servers import access
 from brokeforge.servers import service as servers
 from brokeforge.servers.access import NotAllowed
@@ -127,20 +129,37 @@ class LocalBackend:
         return [
             dump(schemas.RecordOut, serialize.record(record))
             for s in chosen
-            for record in packages.server_records(s)
+            for record in packages.all_records(s)
         ]
 
-    def act(self, server: str, kind: str, action: str, data: str | None) -> JSON:
+    def act(
+        self,
+        server: str,
+        kind: str,
+        action: str,
+        params: JSON | None,
+        record_id: int | None,
+    ) -> JSON:
         target = self._server(server)
-        params = {"data": data} if action == "remove" else None
         with _refusals():
             operation = packages.request_action(
-                target, kind, action, params=params, actor=self.actor
+                target,
+                kind,
+                action,
+                params=params or None,
+                record_id=record_id,
+                actor=self.actor,
             )
-            record = packages.get_record(target, kind)
+            many = get_kind(kind).many
+            record = packages.get_record(
+                target, kind, operation.record_id if many else None
+            )
             if record is None:
                 raise ActionRefused(f"{operation.record_label} was removed meanwhile")
         return dump(schemas.RecordOut, serialize.record(record, operation))
+
+    def kinds(self) -> list[JSON]:
+        return [dump(schemas.KindOut, kind_dict(kind)) for kind in KINDS.values()]
 
     def _operations(self) -> QuerySet[Operation]:
         return access.visible_operations(self.user).select_related(

@@ -10,7 +10,13 @@ from typing import TypeAlias
 from brokeforge.cli import commands
 
 LONG_RUNNING = {"serve", "web", "worker"}
-ACTIONS = ("install", "update", "remove", "retry")
+#: The action verbs, each with the other words it answers to.
+ACTIONS = {
+    "install": ("create", "add"),
+    "update": (),
+    "remove": ("drop", "delete"),
+    "retry": (),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,19 +166,37 @@ def _add_servers(verbs: Verbs) -> None:
 
 
 def _add_actions(verbs: Verbs) -> None:
-    for action in ACTIONS:
+    for action, aliases in ACTIONS.items():
         sub = verbs.add_parser(
-            action, parents=[_json_option()], help=f"{action} a package on a server"
+            action,
+            aliases=list(aliases),
+            parents=[_json_option()],
+            help=f"{action} a package or record on a server"
+            + (f" ({', '.join(aliases)} are the same)" if aliases else ""),
+            epilog="A kind's own options follow (see: brokeforge kinds).",
         )
-        sub.add_argument("kind", help="redis, mariadb, mysql, ...")
+        sub.add_argument("kind", help="the package kind (see: brokeforge kinds)")
         sub.add_argument("--server", required=True, metavar="NAME")
         sub.add_argument(
             "--wait",
             action="store_true",
             help="follow the operation to its end; exit 1 if it failed",
         )
+        if action != "install":
+            sub.add_argument(
+                "--id",
+                type=int,
+                dest="record_id",
+                help="which record, for kinds with many (see: brokeforge status)",
+            )
+        if action in ("install", "update"):
+            sub.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the kind's password option from standard input",
+            )
         if action == "remove":
-            data = sub.add_mutually_exclusive_group(required=True)
+            data = sub.add_mutually_exclusive_group()
             data.add_argument(
                 "--keep-data",
                 dest="data",
@@ -188,6 +212,11 @@ def _add_actions(verbs: Verbs) -> None:
                 help="delete the data with the package",
             )
         sub.set_defaults(handler=commands.act, action=action)
+
+    kinds = verbs.add_parser(
+        "kinds", parents=[_json_option()], help="every package kind and its options"
+    )
+    kinds.set_defaults(handler=commands.kinds)
 
     cancel = verbs.add_parser(
         "cancel", parents=[_json_option()], help="cancel a queued or running operation"

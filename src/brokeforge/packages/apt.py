@@ -15,10 +15,16 @@ from django.conf import settings
 
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, Operation
-from brokeforge.packages.base import HostFacts, PackageKind
+from brokeforge.packages.base import Field, HostFacts, PackageKind
 
 BACKUP_DIR = "/var/backups/brokeforge"
 DATA_CHOICES = ("keep", "delete")
+#: What Remove asks about the data directory.
+DATA_FIELD = Field(
+    "data",
+    "its data",
+    choices=(("keep", f"keep (moved to {BACKUP_DIR})"), ("delete", "delete")),
+)
 
 # Shell functions every apt script starts with. apt waits up to
 # BF_LOCK_TIMEOUT seconds for a dpkg lock held by someone else, then fails
@@ -127,9 +133,10 @@ class AptServiceKind(PackageKind):
     ping: ClassVar[str]
     #: A command that prints the running version.
     version_command: ClassVar[str]
+    remove_fields: ClassVar[Sequence[Field]] = (DATA_FIELD,)
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
-        if action != Action.REMOVE:
+        if action != Action.REMOVE or not self.data_dir:
             return super().clean_params(action, params)
         data = params.get("data")
         unknown = set(params) - {"data"}
@@ -151,7 +158,7 @@ class AptServiceKind(PackageKind):
         }.get(action)
         if body is not None:
             return script_header(facts) + body(facts)
-        return script_header(facts) + self.remove_steps(facts, params["data"])
+        return script_header(facts) + self.remove_steps(facts, params.get("data", ""))
 
     def install_steps(self, facts: HostFacts) -> str:
         return (
@@ -168,6 +175,11 @@ class AptServiceKind(PackageKind):
         )
 
     def remove_steps(self, facts: HostFacts, data: str) -> str:
+        """Stop, keep or delete the data directory as chosen, purge.
+
+        A kind without a data directory (`data_dir = ""`) asks nothing and
+        purges only; its configuration goes with the packages.
+        """
         data_dir = q(self.data_dir)
         steps = f"bf_service stop {q(self.service)} || true\n"
         if data == "keep":
@@ -181,7 +193,7 @@ class AptServiceKind(PackageKind):
                 "fi\n"
             )
         steps += f"bf_purge {' '.join(map(q, self.purge_packages))}\n"
-        if data == "delete":
+        if data == "delete" and self.data_dir:
             steps += f"rm -rf {data_dir}\necho 'deleted {self.label} data'\n"
         return steps
 
@@ -196,7 +208,12 @@ class AptServiceKind(PackageKind):
                 version=lines[-1][:200]
             )
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         header = script_header(facts)
         if action == Action.REMOVE:
             checks = "".join(

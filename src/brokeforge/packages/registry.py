@@ -9,14 +9,45 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.packages.base import PackageKind
+from brokeforge.packages.base import FAMILY_NAMES, PackageKind
+from brokeforge.packages.cron_task import CronTaskKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
+from brokeforge.packages.nginx import Nginx
+from brokeforge.packages.php import Php
+from brokeforge.packages.postgresql import PostgreSQL
 from brokeforge.packages.redis import Redis
+from brokeforge.packages.scheduler import Scheduler
+from brokeforge.packages.sql_database import Database
+from brokeforge.packages.supervisor import Supervisor
+from brokeforge.packages.supervisor_program import SupervisorProgramKind
 
-KINDS: dict[str, PackageKind] = {
-    kind.name: kind for kind in (Redis(), MariaDB(), MySQL())
-}
+KINDS: dict[str, PackageKind] = {}
+
+
+def register(kind: PackageKind) -> None:
+    """Add a kind; its name must be new and its family one of FAMILIES."""
+    if kind.name in KINDS:
+        raise ValueError(f"package kind {kind.name!r} is registered twice")
+    if kind.family not in FAMILY_NAMES:
+        raise ValueError(f"package kind {kind.name!r}: unknown family {kind.family!r}")
+    KINDS[kind.name] = kind
+
+
+for _kind in (
+    Redis(),
+    MariaDB(),
+    MySQL(),
+    PostgreSQL(),
+    Database(),
+    Php(),
+    Nginx(),
+    Scheduler(),
+    CronTaskKind(),
+    Supervisor(),
+    SupervisorProgramKind(),
+):
+    register(_kind)
 
 
 def _load_extra_kinds() -> None:

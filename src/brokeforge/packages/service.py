@@ -1,8 +1,18 @@
-"""What the pages, the CLI and (later) the API call to act on packages."""
+"""What the pages, the CLI and (later) the API call to act on packages.
+
+Every kind goes through the same few functions: `request_action` asks for
+an action on a record (creating the record for an install), `retry`
+repeats a failed record's last action, and `families` lists a server's
+records section by section for a page. Each checks, before anything
+changes, that the kind exists, the options are valid, the record's status
+allows the action, the record it depends on is active, and nothing depends
+on a record about to be removed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -11,11 +21,23 @@ from brokeforge.accounts import audit
 from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle import machine
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.lifecycle.models import Action, Operation, RecordStatus
+from brokeforge.lifecycle.models import Action, ManagedRecord, Operation, RecordStatus
+from brokeforge.packages.base import FAMILIES, PackageKind
 from brokeforge.packages.models import Database
 from brokeforge.packages.registry import KINDS, get_kind
 from brokeforge.servers import access
 from brokeforge.servers.models import Server
+
+#: Words a person may use for an action, besides the action's own name.
+ACTION_WORDS = {
+    "install": Action.INSTALL,
+    "create": Action.INSTALL,
+    "add": Action.INSTALL,
+    "update": Action.UPDATE,
+    "remove": Action.REMOVE,
+    "drop": Action.REMOVE,
+    "delete": Action.REMOVE,
+}
 
 
 def request_action(
@@ -25,27 +47,35 @@ def request_action(
     *,
     user: machine.User = None,
     params: Mapping[str, Any] | None = None,
+    record_id: int | None = None,
     actor: Actor | None = None,
 ) -> Operation:
-    """Ask for install, update, remove or retry of one kind on one server.
+    """Ask for install (create), update, remove or retry of a record.
 
-    Raises `ActionRefused`, having changed nothing, when the kind or action
-    is unknown, the options are wrong, or the record's status forbids it;
+    A kind with many records per server creates a new record on install;
+    its other actions name the record by `record_id`. Raises
+    `ActionRefused`, having changed nothing, when the kind, action or record
+    is unknown, the options are wrong, the record's status forbids it, the
+    record it depends on is not active, or other records depend on it;
     `access.NotAllowed` when the actor may not change the server. With an
     actor, the request (or its refusal) is written to the audit log.
     """
     if actor is not None:
         access.check_can_change(actor.user, server)
         user = actor.user
-    label = f"{kind_name} on {server.name}"
+    word = ACTION_WORDS.get(action)
+    audit_action = f"record.{word.value if word else action}"[:32]
     try:
-        operation = _request_action(server, kind_name, action, user, params)
+        operation = _request_action(server, kind_name, action, user, params, record_id)
     except ActionRefused as exc:
+        target = f"{kind_name} on {server.name}"
+        if record_id is not None:
+            target = f"{kind_name} #{record_id} on {server.name}"
         audit.record(
             actor,
-            f"record.{action}"[:32],
+            audit_action,
             server=server,
-            target=label,
+            target=target,
             outcome="refused",
             detail=str(exc),
         )
@@ -53,7 +83,7 @@ def request_action(
     detail = ", ".join(f"{k}={v}" for k, v in sorted(operation.params.items()))
     audit.record(
         actor,
-        f"record.{action}",
+        audit_action,
         server=server,
         target=operation.record_label,
         operation=operation,
@@ -68,18 +98,19 @@ def _request_action(
     action: str,
     user: machine.User,
     params: Mapping[str, Any] | None,
+    record_id: int | None,
 ) -> Operation:
-    get_kind(kind_name)  # an unknown kind is refused before anything else
+    kind = get_kind(kind_name)  # an unknown kind is refused before anything else
     if action == "retry":
-        return retry(server, kind_name, user=user)
-    try:
-        act = Action(action)
-    except ValueError:
+        return retry(server, kind_name, user=user, record_id=record_id)
+    act = ACTION_WORDS.get(action)
+    if act is None:
         raise ActionRefused(
-            f"unknown action {action!r}: choose install, update, remove or retry"
-        ) from None
+            f"unknown action {action!r}: choose "
+            f"{kind.verb('install')}, update, {kind.verb('remove')} or retry"
+        )
     try:
-        return _request(server, kind_name, act, user, params)
+        return _request(server, kind, act, user, params or {}, record_id)
     except IntegrityError:
         raise ActionRefused(
             f"another request for {server.name} came at the same moment; "
@@ -87,69 +118,132 @@ def _request_action(
         ) from None
 
 
-def _request(
+def create(
     server: Server,
     kind_name: str,
-    act: Action,
-    user: machine.User,
-    params: Mapping[str, Any] | None,
+    params: Mapping[str, Any],
+    *,
+    user: machine.User = None,
+    actor: Actor | None = None,
+) -> Operation:
+    """Create a record of a kind with many records (its install action)."""
+    return request_action(
+        server, kind_name, "install", user=user, params=params, actor=actor
+    )
+
+
+def retry(
+    server: Server,
+    kind_name: str,
+    *,
+    user: machine.User = None,
+    record_id: int | None = None,
 ) -> Operation:
     kind = get_kind(kind_name)
-    with transaction.atomic():
-        # One request per server at a time: on PostgreSQL this row lock makes
-        # the conflict check (MariaDB vs MySQL) and the create race-free.
-        Server.objects.select_for_update().filter(pk=server.pk).first()
-        record = Database.objects.filter(server=server, kind=kind.name).first()
-        if act == Action.INSTALL and record is None:
-            clean = kind.clean_params(act, params or {})
-            _refuse_conflicts(server, kind_name)
-            record = Database.objects.create(
-                server=server,
-                kind=kind.name,
-                status=RecordStatus.PENDING,
-                last_action=Action.INSTALL,
-            )
-            return machine.request(
-                record,
-                act,
-                user=user,
-                params=clean,
-                timeout_seconds=kind.timeout(act),
-                uses_package_manager=kind.uses_package_manager,
-                new_record=True,
-            )
-        if record is None:
-            raise ActionRefused(
-                f"{kind.label} is not installed on {server.name}, "
-                f"so there is nothing to {act}"
-            )
-        # Say first why the action is impossible, then what is wrong with
-        # its options: a busy record's remove needs no data choice explained.
-        reason = machine.refusal(record, act)
-        if reason:
-            raise ActionRefused(reason)
-        clean = kind.clean_params(act, params or {})
-        return machine.request(
-            record,
-            act,
-            user=user,
-            params=clean,
-            timeout_seconds=kind.timeout(act),
-            uses_package_manager=kind.uses_package_manager,
-        )
-
-
-def retry(server: Server, kind_name: str, *, user: machine.User = None) -> Operation:
-    kind = get_kind(kind_name)
-    record = Database.objects.filter(server=server, kind=kind.name).first()
+    record = find_record(server, kind, record_id)
     if record is None:
-        raise ActionRefused(f"{kind.label} is not on {server.name}: nothing to retry")
+        raise ActionRefused(
+            f"{_what(kind, record_id)} is not on {server.name}: nothing to retry"
+        )
+    if record.last_action != Action.REMOVE:
+        _refuse_missing_parent(kind, record)
     return machine.retry(
         record,
         user=user,
         timeout_seconds=kind.timeout(Action(record.last_action)),
         uses_package_manager=kind.uses_package_manager,
     )
+
+
+def find_record(
+    server: Server, kind: PackageKind, record_id: int | None
+) -> ManagedRecord | None:
+    """The server's record of `kind`: the only one, or the one with `record_id`."""
+    records = kind.records(server)
+    if kind.many:
+        if record_id is None:
+            raise ActionRefused(
+                f"say which {kind.label} on {server.name} you mean (its record id; "
+                f"see: brokeforge status --server {server.name})"
+            )
+        return records.filter(pk=record_id).first()
+    record: ManagedRecord | None = records.first()
+    return record
+
+
+def _request(
+    server: Server,
+    kind: PackageKind,
+    act: Action,
+    user: machine.User,
+    params: Mapping[str, Any],
+    record_id: int | None,
+) -> Operation:
+    with transaction.atomic():
+        # One request per server at a time: on PostgreSQL this row lock makes
+        # the checks below (conflicts, dependencies, duplicates) race-free.
+        Server.objects.select_for_update().filter(pk=server.pk).first()
+        if act == Action.INSTALL and (kind.many or not kind.records(server).exists()):
+            return _create(server, kind, user, params)
+        record = find_record(server, kind, record_id)
+        if record is None:
+            raise ActionRefused(
+                f"{_what(kind, record_id)} is not "
+                f"{'on' if kind.many else 'installed on'} {server.name}, "
+                f"so there is nothing to {kind.verb(act)}"
+            )
+        # Say first why the action is impossible, then what is wrong with
+        # its options: a busy record's remove needs no data choice explained.
+        reason = machine.refusal(record, act)
+        if reason:
+            raise ActionRefused(reason)
+        clean = kind.clean_params(act, params)
+        if act == Action.REMOVE:
+            _refuse_dependents(record)
+        else:
+            _refuse_missing_parent(kind, record)
+        return machine.request(
+            record,
+            act,
+            user=user,
+            params={**kind.identity(record), **clean},
+            timeout_seconds=kind.timeout(act),
+            uses_package_manager=kind.uses_package_manager,
+        )
+
+
+def _create(
+    server: Server, kind: PackageKind, user: machine.User, params: Mapping[str, Any]
+) -> Operation:
+    clean = kind.clean_params(Action.INSTALL, params)
+    _refuse_conflicts(server, kind)
+    clash = kind.unique_clash(server, clean)
+    if clash is not None:
+        raise ActionRefused(f"{clash.label()} exists already")
+    record = kind.new_record(server, clean)
+    _refuse_missing_parent(kind, record)
+    record.status = RecordStatus.PENDING
+    record.last_action = Action.INSTALL
+    record.save()
+    return machine.request(
+        record,
+        Action.INSTALL,
+        user=user,
+        params=_shown_params(kind, record, clean),
+        timeout_seconds=kind.timeout(Action.INSTALL),
+        uses_package_manager=kind.uses_package_manager,
+        new_record=True,
+    )
+
+
+def _shown_params(
+    kind: PackageKind, record: ManagedRecord, clean: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The create operation's params: the options and the record's identity,
+    never a secret option (the kind keeps that, encrypted, on the record)."""
+    secret = {field.name for field in kind.fields if field.secret}
+    shown = {key: value for key, value in clean.items() if key not in secret}
+    return {**shown, **kind.identity(record)}
 
 
 def cancel_operation(operation: Operation, *, actor: Actor | None = None) -> Operation:
@@ -183,32 +277,139 @@ def cancel_operation(operation: Operation, *, actor: Actor | None = None) -> Ope
     return cancelled
 
 
-def server_records(server: Server) -> list[Database]:
-    """Every record on the server, of every kind."""
-    return list(Database.objects.filter(server=server).select_related("server"))
+def get_record(
+    server: Server, kind_name: str, record_id: int | None = None
+) -> ManagedRecord | None:
+    """The server's record of a kind (by id for kinds with many), or None.
+
+    Raises `ActionRefused` for an unknown kind, or a kind with many records
+    asked for without an id.
+    """
+    return find_record(server, get_kind(kind_name), record_id)
 
 
-def get_record(server: Server, kind_name: str) -> Database | None:
-    """The server's record of this kind, or None; ActionRefused if no such kind."""
-    kind = get_kind(kind_name)
-    return (
-        Database.objects.filter(server=server, kind=kind.name)
-        .select_related("server")
-        .first()
+def parent_of(record: ManagedRecord) -> tuple[PackageKind, ManagedRecord | None] | None:
+    """The kind `record` depends on and its record on the server (if any)."""
+    kind = get_kind(record.kind_name())
+    parent_name = kind.parent_kind(record)
+    if parent_name is None:
+        return None
+    parent_kind = get_kind(parent_name)
+    parent: ManagedRecord | None = (
+        parent_kind.records(record.server).filter(**kind.parent_lookup(record)).first()
+    )
+    return parent_kind, parent
+
+
+def _refuse_missing_parent(kind: PackageKind, record: ManagedRecord) -> None:
+    found = parent_of(record)
+    if found is None:
+        return
+    parent_kind, parent = found
+    if parent is not None and parent.status == RecordStatus.ACTIVE:
+        return
+    needed = (
+        parent.label()
+        if parent is not None
+        else f"{parent_kind.label} on {record.server.name}"
+    )
+    now = "is not installed" if parent is None else f"is {parent.status}"
+    raise ActionRefused(
+        f"{kind.label} needs {needed} to be active, and it {now}: "
+        f"{parent_kind.verb('install')} it first"
     )
 
 
-def records_by_kind(server: Server) -> list[tuple[str, Database | None]]:
-    """Every known kind with the server's record of it (or None)."""
-    records = {r.kind: r for r in Database.objects.filter(server=server)}
-    return [(name, records.get(name)) for name in KINDS]
+def dependents(record: ManagedRecord) -> list[ManagedRecord]:
+    """Records on the same server that depend on `record`."""
+    found: list[ManagedRecord] = []
+    for kind in KINDS.values():
+        if kind.name == record.kind_name():
+            continue
+        for child in kind.records(record.server):
+            if kind.is_parent_of(record, child):
+                found.append(child)
+    return found
 
 
-def _refuse_conflicts(server: Server, kind_name: str) -> None:
-    kind = get_kind(kind_name)
-    clash = Database.objects.filter(server=server, kind__in=kind.conflicts).first()
-    if clash is not None:
+def _refuse_dependents(record: ManagedRecord) -> None:
+    children = dependents(record)
+    if children:
+        names = ", ".join(child.label() for child in children[:5])
+        more = f" and {len(children) - 5} more" if len(children) > 5 else ""
         raise ActionRefused(
-            f"{kind.label} cannot be installed next to {clash.label()}: "
-            f"remove {get_kind(clash.kind).label} first"
+            f"{record.label()} cannot be removed while {names}{more} "
+            "depend on it: remove those first"
         )
+
+
+def _refuse_conflicts(server: Server, kind: PackageKind) -> None:
+    for other_name in sorted(kind.conflicts):
+        other = KINDS.get(other_name)
+        clash = other.records(server).first() if other else None
+        if clash is not None:
+            raise ActionRefused(
+                f"{kind.label} cannot be installed next to {clash.label()}: "
+                f"remove {get_kind(clash.kind_name()).label} first"
+            )
+
+
+def _what(kind: PackageKind, record_id: int | None) -> str:
+    return f"{kind.label} #{record_id}" if record_id is not None else kind.label
+
+
+def records_by_kind(server: Server) -> list[tuple[str, Database | None]]:
+    """Every one-per-server kind kept in `Database`, with the server's record."""
+    records = {r.kind: r for r in Database.objects.filter(server=server)}
+    return [
+        (name, records.get(name))
+        for name, kind in KINDS.items()
+        if kind.model is None and not kind.many
+    ]
+
+
+@dataclass(frozen=True)
+class KindRecords:
+    """One kind in a server's page section: its records, newest last."""
+
+    kind: PackageKind
+    records: list[ManagedRecord]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One section of a server's page (databases, php, scheduler, ...)."""
+
+    name: str
+    label: str
+    kinds: list[KindRecords]
+
+
+def families(server: Server) -> list[Family]:
+    """The server's records, section by section, in the page's order.
+
+    A family with no kind registered yet is left out.
+    """
+    sections = []
+    for name, label in FAMILIES:
+        kinds = [
+            KindRecords(kind, list(kind.records(server).order_by("pk")))
+            for kind in KINDS.values()
+            if kind.family == name
+        ]
+        if kinds:
+            sections.append(Family(name, label, kinds))
+    return sections
+
+
+def all_records(server: Server | None = None) -> list[ManagedRecord]:
+    """Every record of every kind (on `server`, when given)."""
+    seen: set[tuple[type[ManagedRecord], int]] = set()
+    found: list[ManagedRecord] = []
+    for kind in KINDS.values():
+        for record in kind.records(server).select_related("server").order_by("pk"):
+            key = (type(record), record.pk)
+            if key not in seen:
+                seen.add(key)
+                found.append(record)
+    return found

@@ -11,6 +11,7 @@ that can no longer be reached.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shlex
 import socket
@@ -56,6 +57,17 @@ exec 3<&0 </dev/null
 exec 3<&-
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+"""
+
+# Runs first when a script comes with input (`packages.base.Script.stdin`):
+# exactly that many bytes are read from the channel into a file only root
+# can read, named by $BF_INPUT and deleted when the script exits; the rest
+# of the channel's stdin is the dead-man's switch above. A secret thus
+# reaches the host without appearing on any command line.
+INPUT_PRELUDE = """\
+BF_INPUT=$(mktemp) || exit 1
+trap 'rm -f "$BF_INPUT"' EXIT
+head -c {size} > "$BF_INPUT" || exit 1
 """
 
 # Pin the key an administrator is most likely to compare against first.
@@ -240,11 +252,19 @@ class SSHSession:
         Raises `CommandTimedOut` once `timeout` seconds have passed (after
         killing the remote process group) and `ConnectionLost` when the
         session dies. A non-zero exit status is returned, not raised.
+
+        A script carrying a `stdin` attribute (`packages.base.Script`) gets
+        that text in the file named by `$BF_INPUT` (see INPUT_PRELUDE).
         """
         assert self._conn is not None, "use SSHSession as an async context manager"
         remote_limit = int(timeout) + REMOTE_TIMEOUT_SLACK
+        input_text: str = getattr(script, "stdin", "")
+        prelude = PRELUDE
+        if input_text:
+            size = len(input_text.encode())
+            prelude = INPUT_PRELUDE.format(size=size) + PRELUDE
         command = (
-            f"exec timeout -k 5 {remote_limit} bash -c {shlex.quote(PRELUDE + script)}"
+            f"exec timeout -k 5 {remote_limit} bash -c {shlex.quote(prelude + script)}"
         )
         output: list[str] = []
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -281,6 +301,11 @@ class SSHSession:
                     f"timed out after {timeout:.0f} s: the server never started "
                     "the command"
                 ) from None
+            if input_text:
+                # A command that ends before reading its input says why in
+                # its exit status and output below.
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.write(input_text)
             # stdin stays open: closing it is the remote dead-man's switch.
             readers = asyncio.gather(
                 pump(process.stdout, False), pump(process.stderr, True)

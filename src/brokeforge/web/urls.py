@@ -25,6 +25,11 @@ urlpatterns = [
         views.database_action,
         name="database-action",
     ),
+    path(
+        "servers/<slug:name>/<slug:kind>/<int:record_id>/<slug:action>/",
+        views.record_action,
+        name="record-action",
+    ),
     path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
     path("tokens/", account_views.token_list, name="token-list"),
     path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),

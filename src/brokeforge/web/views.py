@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -15,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
+from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
 from brokeforge.servers import access
@@ -30,6 +34,7 @@ from brokeforge.web.display import (
     ACTION_ORDER,
     DATA_CHOICES,
     database_rows,
+    family_sections,
     status_counts,
 )
 from brokeforge.web.forms import ServerForm
@@ -97,6 +102,7 @@ def server_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = {
         "server": server,
         "rows": database_rows(server),
+        "families": family_sections(server),
         "operations": operations[:20],
         "data_choices": DATA_CHOICES,
         "can_change": access.can_change(request.user, server),
@@ -163,27 +169,73 @@ def server_remove(request: HttpRequest, name: str) -> HttpResponse:
 def database_action(
     request: HttpRequest, name: str, kind: str, action: str
 ) -> HttpResponse:
-    """Ask for install, update, remove or retry; a refusal changes nothing."""
+    """Ask for install (create), update, remove or retry; a refusal changes nothing.
+
+    For a kind with many records this URL only creates one; the others are
+    named by `record_action`.
+    """
+    return _act(request, name, kind, action, None)
+
+
+@login_required
+@require_POST
+def record_action(
+    request: HttpRequest, name: str, kind: str, record_id: int, action: str
+) -> HttpResponse:
+    """Update, remove or retry one record of a kind with many records."""
+    return _act(request, name, kind, action, record_id)
+
+
+def _act(
+    request: HttpRequest, name: str, kind_name: str, action: str, record_id: int | None
+) -> HttpResponse:
     server = _server(request, name)
-    if kind not in KINDS or action not in ACTION_ORDER:
+    if kind_name not in KINDS or action not in ACTION_ORDER:
         raise Http404("no such package kind or action")
-    params = {"data": request.POST.get("data", "")} if action == "remove" else None
+    kind = KINDS[kind_name]
     try:
         operation = request_action(
-            server, kind, action, params=params, actor=_actor(request)
+            server,
+            kind_name,
+            action,
+            params=_posted_params(request, kind, action),
+            record_id=record_id,
+            actor=_actor(request),
         )
     except (ActionRefused, NotAllowed) as exc:
         messages.error(request, f"Refused: {exc}")
     else:
-        what = operation.get_action_display()
+        what = kind.verb(operation.action).capitalize()
         if action == "retry":
-            what = f"Retry ({operation.action})"
+            what = f"Retry ({kind.verb(operation.action)})"
         messages.success(
             request,
             f"{what} of {operation.record_label} requested "
             f"(operation #{operation.pk}, attempt {operation.attempt}).",
         )
     return redirect("server-detail", name=server.name)
+
+
+def _posted_params(
+    request: HttpRequest, kind: PackageKind, action: str
+) -> dict[str, Any] | None:
+    """The options the kind declares for `action`, as the form sent them."""
+    fields: Sequence[Field] = ()
+    if action == "install" and kind.many:
+        fields = kind.fields
+    elif action == "update":
+        fields = kind.update_fields
+    elif action == "remove":
+        fields = kind.remove_fields
+    params: dict[str, Any] = {}
+    for field in fields:
+        if field.boolean:
+            params[field.name] = field.name in request.POST
+            continue
+        value = request.POST.get(field.name, "")
+        if value or field.required:
+            params[field.name] = value
+    return params or None
 
 
 @login_required

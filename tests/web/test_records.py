@@ -1,0 +1,113 @@
+"""Families on the server page: a create form per kind with many records,
+and the actions of one record among many."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from brokeforge.lifecycle.models import RecordStatus
+from brokeforge.packages.models import Database, SqlDatabase
+from brokeforge.servers.models import Server
+from tests.web.helpers import action_url, page_text
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_shows_a_section_per_family_and_a_create_form(
+    signed_in: Client, server: Server
+):
+    response = signed_in.get(reverse("server-detail", args=[server.name]))
+
+    text = response.content.decode()
+    assert 'id="family-databases"' in text
+    assert f'action="{action_url(server, "database", "install")}"' in text
+    assert 'name="password" autocomplete="new-password"' in text
+    assert '<option value="postgresql"' in text
+
+
+def test_it_creates_a_database_from_the_form_and_never_shows_its_password(
+    signed_in: Client, server: Server
+):
+    Database.objects.create(
+        server=server, kind="mariadb", status="active", last_action="install"
+    )
+
+    response = signed_in.post(
+        action_url(server, "database", "install"),
+        {
+            "engine": "mariadb",
+            "name": "shop",
+            "user": "shop",
+            "password": "pw-Secret-9",
+        },
+        follow=True,
+    )
+
+    record = SqlDatabase.objects.get()
+    text = page_text(response.content)
+    assert "Create of database shop (user shop) in MariaDB on web-1 requested" in text
+    assert f'id="rec-database-{record.pk}"' in response.content.decode()
+    assert "pw-Secret-9" not in text
+    operation = record.current_operation()
+    assert operation is not None
+    detail = signed_in.get(reverse("operation-detail", args=[operation.pk]))
+    assert "pw-Secret-9" not in detail.content.decode()
+
+
+def test_it_refuses_a_bad_name_from_the_form_and_creates_nothing(
+    signed_in: Client, server: Server
+):
+    Database.objects.create(
+        server=server, kind="mariadb", status="active", last_action="install"
+    )
+
+    response = signed_in.post(
+        action_url(server, "database", "install"),
+        {"engine": "mariadb", "name": "x;$(id)"},
+        follow=True,
+    )
+
+    assert "Refused: database name 'x;$(id)' is not allowed" in page_text(
+        response.content
+    )
+    assert not SqlDatabase.objects.exists()
+
+
+def test_it_drops_one_database_among_several(signed_in: Client, server: Server):
+    Database.objects.create(
+        server=server, kind="mariadb", status="active", last_action="install"
+    )
+    keep, drop = (
+        SqlDatabase.objects.create(
+            server=server,
+            engine="mariadb",
+            name=name,
+            status="active",
+            last_action="install",
+        )
+        for name in ("keep", "drop")
+    )
+
+    page = signed_in.get(reverse("server-detail", args=[server.name]))
+    url = reverse(
+        "record-action",
+        kwargs={
+            "name": server.name,
+            "kind": "database",
+            "record_id": drop.pk,
+            "action": "remove",
+        },
+    )
+    assert f'action="{url}"' in page.content.decode()
+    assert ">Drop</button>" in page.content.decode()
+
+    signed_in.post(url)
+
+    drop.refresh_from_db()
+    keep.refresh_from_db()
+    assert (drop.status, keep.status) == (
+        RecordStatus.UNINSTALLING,
+        RecordStatus.ACTIVE,
+    )
