@@ -101,7 +101,10 @@ def test_it_acts_on_records_and_reads_operations_the_way_the_api_shows_them(
     )
     Operation.objects.filter(pk=operation_id).update(output="line one\n")
 
-    assert run("status")[1] == "web-1\tredis\tpending\n"
+    assert run("status")[1] == (
+        "web-1\tredis\tpending\t(waiting for a worker — none is running "
+        "(start `brokeforge serve`))\n"
+    )
     assert as_json(run("operations", "--json")[1])[0]["id"] == operation_id
     assert f"id: {operation_id}\n" in run("operation", str(operation_id))[1]
     assert run("log", str(operation_id))[1] == (

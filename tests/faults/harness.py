@@ -49,7 +49,7 @@ def database_url() -> str:
         return f"sqlite:///{sd['NAME']}"
     user = quote(sd.get("USER") or "")
     password = f":{quote(sd['PASSWORD'])}" if sd.get("PASSWORD") else ""
-    host = sd.get("HOST") or ""
+    host = sd.get("HOST") or sd.get("OPTIONS", {}).get("host") or ""
     port = f":{sd['PORT']}" if sd.get("PORT") and not host.startswith("/") else ""
     if host.startswith("/"):
         return f"postgres://{user}{password}@/{sd['NAME']}?host={quote(host)}"

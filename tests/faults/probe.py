@@ -29,11 +29,12 @@ class Probe(PackageKind):
         seconds = params.get("seconds", 0)
         tag = params.get("tag", "probe")
         fail = bool(params.get("fail", False))
+        prompt = bool(params.get("prompt", False))
         if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
             raise ActionRefused("seconds must be a number from 0 to 3600")
         if not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9-]{1,40}", tag):
             raise ActionRefused("tag must be 1-40 lowercase letters, digits or -")
-        return {"seconds": seconds, "tag": tag, "fail": fail}
+        return {"seconds": seconds, "tag": tag, "fail": fail, "prompt": prompt}
 
     def script(
         self, action: Action, facts: HostFacts, params: Mapping[str, Any]
@@ -42,10 +43,13 @@ class Probe(PackageKind):
         ending = (
             "echo 'probe failed as asked' >&2; exit 3\n" if params.get("fail") else ""
         )
+        # A question on the terminal, as a package's configuration might ask.
+        prompt = "read -r -p 'Keep the current configuration? [Y/n] ' answer\n"
         return (
             f'echo "start {tag} $(date +%s.%N)" >> {PROBE_LOG}\n'
             f"echo 'probe {tag} running'\n"
-            f"sleep {float(seconds)}\n"
+            + (prompt if params.get("prompt") else "")
+            + f"sleep {float(seconds)}\n"
             f'echo "end {tag} $(date +%s.%N)" >> {PROBE_LOG}\n' + ending
         )
 

@@ -677,3 +677,73 @@ def test_a_long_healthy_operation_is_never_reaped(
             )
     finally:
         fleet.stop()
+
+
+# The field cases that need no fault process ---------------------------------------
+
+
+def test_a_script_that_asks_a_question_fails_at_once(
+    transactional_db: None, host: DebianTestHost, host_server: Server
+):
+    """F13: nothing can wait for an answer: the question reads end-of-file."""
+    operation = request_action(
+        host_server,
+        "probe",
+        "install",
+        params={"seconds": 30, "tag": "prompt", "prompt": True},
+    )
+    operation = run_now(operation)
+    check_after([operation], ["command_failed"])
+    assert operation.started_at and operation.finished_at
+    assert (operation.finished_at - operation.started_at).total_seconds() < 20
+    assert "exit status 1" in operation.error_message
+    assert [e for e in probe_log(host) if e[1] == "prompt"] == [
+        next(e for e in probe_log(host) if e[1] == "prompt")
+    ], "the script went on past the question"
+
+
+def test_three_failures_for_three_reasons_then_success(
+    transactional_db: None,
+    fresh_debian_host: DebianTestHost,
+    make_server: Callable[..., Server],
+):
+    """F16: each attempt its own operation and reason; the record shows the
+    latest; the reason is cleared when the next attempt starts."""
+    from tests.testhosts.debian_host import hold_dpkg_lock
+
+    host = fresh_debian_host
+    key = host.client_key.export_private_key().decode()
+    server = make_server("s16", host=host.host, port=host.port, private_key=key)
+
+    with hold_dpkg_lock(host.root):
+        first = run_now(request_action(server, "redis", "install"))
+    assert "Could not get lock" in first.error_message
+
+    Server.objects.filter(pk=server.pk).update(port=free_port())
+    second = request_action(server, "redis", "retry")
+    assert Database.objects.get(server=server).error_message == ""
+    second = run_now(second)
+    assert "connection refused" in second.error_message
+
+    Server.objects.filter(pk=server.pk).update(port=host.port)
+    with transaction.atomic():
+        third = request_action(server, "redis", "retry")
+        Operation.objects.filter(pk=third.pk).update(timeout_seconds=1)
+    third = run_now(third)
+    assert third.error_message == "timed out after 1 s"
+
+    fourth = run_now(request_action(server, "redis", "retry"))
+    assert fourth.state == OperationState.SUCCEEDED, fourth.error_message
+    record_ = Database.objects.get(server=server)
+    assert record_.status == "active" and record_.error_message == ""
+    history = list(
+        Operation.objects.filter(server=server)
+        .order_by("pk")
+        .values_list("attempt", "reason_class")
+    )
+    assert history == [
+        (1, "command_failed"),
+        (2, "connect_failed"),
+        (3, "timed_out"),
+        (4, ""),
+    ]

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -60,9 +61,13 @@ def status(server: Server, kind: str) -> Database:
 
 
 def run_in_thread(operation: Operation) -> threading.Thread:
-    thread = threading.Thread(
-        target=runner.OperationRunner(operation.pk, TEST_WORKER).run, daemon=True
-    )
+    def run() -> None:
+        try:
+            runner.OperationRunner(operation.pk, TEST_WORKER).run()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
 

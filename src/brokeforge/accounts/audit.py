@@ -31,6 +31,8 @@ def record(
     """Write one entry; nothing when no actor is known (internal calls, tests)."""
     if actor is None:
         return None
+    # Refusals quote what the person typed; PostgreSQL text holds no NUL.
+    target, detail = _printable(target), _printable(detail)
     entry = AuditEntry.objects.create(
         user=actor.user,
         username=actor.user.get_username(),
@@ -56,6 +58,10 @@ def record(
         extra={"action": "audit", "audit_action": action, "audit_id": entry.pk},
     )
     return entry
+
+
+def _printable(text: str) -> str:
+    return text.replace("\x00", "\\0")
 
 
 def visible_entries(user: Any) -> QuerySet[AuditEntry]:

@@ -23,7 +23,9 @@ from brokeforge.cli.backends import (
 )
 
 WAIT_POLL_SECONDS = 0.5
-WAITING_HINT_SECONDS = 15
+#: After this long, say what an unfinished operation waits for (and again
+#: whenever that changes).
+WAITING_HINT_SECONDS = 3
 MAX_KEY_BYTES = 64 * 1024
 
 
@@ -402,7 +404,7 @@ def cancel(args: argparse.Namespace) -> int:
 def follow(chosen: Backend, operation_id: int, *, offset: int = 0) -> int:
     """Print an operation's output as it grows; exit status says how it ended."""
     started = time.monotonic()
-    hinted = False
+    hinted: str | None = None
     while True:
         chunk = chosen.output(operation_id, offset)
         if chunk["skipped"]:
@@ -412,11 +414,11 @@ def follow(chosen: Backend, operation_id: int, *, offset: int = 0) -> int:
         offset = chunk["next_offset"]
         if chunk["finished"]:
             break
-        if not hinted and time.monotonic() - started > WAITING_HINT_SECONDS:
+        if time.monotonic() - started > WAITING_HINT_SECONDS:
             waiting = chosen.operation(operation_id)["waiting"]
-            if waiting:
-                print(f"still {chunk['state']}: {waiting}", file=sys.stderr)
-                hinted = True
+            if waiting and waiting != hinted:
+                print(f"[{waiting}]", file=sys.stderr)
+                hinted = waiting
         time.sleep(WAIT_POLL_SECONDS)
     print(f"operation {operation_id} {chunk['state']}")
     if chunk["state"] != "succeeded":
@@ -450,6 +452,9 @@ def status(args: argparse.Namespace) -> int:
         if what in many:
             what += f" #{row['id']} ({row['label']})"
         line = f"{row['server']}\t{what}\t{row['status']}"
+        waiting = (row["operation"] or {}).get("waiting")
+        if waiting and row["operation"]["state"] in ("queued", "running"):
+            line += f"\t({waiting})"
         if row["error_message"]:
             line += "\t" + " | ".join(row["error_message"].splitlines())
         print(line)
