@@ -96,3 +96,21 @@ def test_kinds_lists_every_kind_and_its_options(api: ApiClient) -> None:
         "password",
     ]
     assert kinds["database"]["fields"][3]["secret"] is True
+
+
+def test_it_shows_a_generated_password_once_in_the_creating_answer(
+    api: ApiClient, server: Server, make_database: Callable[..., Database]
+) -> None:
+    from brokeforge.packages.models import SqlDatabase
+
+    make_database(server, "mariadb", RecordStatus.ACTIVE)
+    params = {"engine": "mariadb", "name": "app", "user": "app"}
+
+    created = api.post(f"/servers/{server.pk}/records/database", {"params": params})
+    record = SqlDatabase.objects.get()
+    again = api.get(f"/servers/{server.pk}/records/database/{record.pk}")
+
+    assert created.json_body["generated_secret"] == record.password()
+    assert len(record.password()) >= 16
+    assert again.json_body["generated_secret"] is None
+    assert record.password() not in again.content.decode()

@@ -205,5 +205,5 @@ def test_it_creates_a_record_of_a_kind_with_many_from_its_options(
         status
     )
     bad = run("create", "database", "--server", "web-1", "--colour", "red")
-    assert bad[0] == 2 and "unknown option for install database: --colour" in bad[2]
+    assert bad[0] == 2 and "unknown option for create database: --colour" in bad[2]
     assert "database\tDatabase" in run("kinds")[1]

@@ -116,6 +116,9 @@ def test_postgresql_installs_after_a_held_lock_hosts_a_database_and_is_removed(
         password=AWKWARD_PASSWORD,
     )
     assert database.status == RecordStatus.ACTIVE, database.error_message
+    # The file that carried the password is gone.
+    leftovers = "grep -rlF 'IFS}/tmp/pwned' /tmp /root 2>/dev/null || echo none"
+    assert on_host(debian_host, leftovers) == "none"
     assert (
         psql(debian_host, "SELECT datname FROM pg_database WHERE datname='shop'")
         == "shop"
@@ -193,13 +196,8 @@ def test_a_mariadb_database_fails_while_the_server_is_down_and_retry_creates_it(
     debian_host.run("/etc/init.d/mariadb start")
     assert act_on(database, "retry") is None
     assert on_host(debian_host, "mariadb -N -e \"SHOW DATABASES LIKE 'blog'\"") == ""
-    assert (
-        on_host(
-            debian_host,
-            "mariadb -N -e \"SELECT count(*) FROM mysql.user WHERE User='blog'\"",
-        )
-        == "0"
-    )
+    users = "mariadb -N -e \"SELECT count(*) FROM mysql.user WHERE User='blog'\""
+    assert on_host(debian_host, users) == "0"
 
     assert act(server, "mariadb", "remove", data="delete") is None
     assert not is_installed(debian_host, "mariadb-server")
@@ -362,3 +360,117 @@ def test_php_refuses_a_version_the_archive_lacks_and_installs_8_2(
 
     assert act_on_kind(php, "remove") is None
     assert on_host(debian_host, "command -v php8.2 || echo gone") == "gone"
+
+
+def http_get(host: DebianTestHost, domain: str) -> str:
+    """What the host's nginx answers for `domain` (status line and body)."""
+    request = f"GET / HTTP/1.0\\r\\nHost: {domain}\\r\\n\\r\\n"
+    return on_host(
+        host,
+        "timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/80; "
+        f'printf "{request}" >&3; cat <&3\'',
+    )
+
+
+def git_on_host(host: DebianTestHost, script: str) -> None:
+    host.run(
+        "set -e; export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t "
+        f"GIT_COMMITTER_EMAIL=t@t; {script}"
+    )
+
+
+def test_a_php_site_is_provisioned_deployed_from_git_and_removed(
+    server: Server, debian_host: DebianTestHost
+):
+    require_free_port(80, "Nginx")
+    site_params = {
+        "domain": "shop.test",
+        "aliases": "www.shop.test",
+        "php_version": "8.2",
+    }
+    with pytest.raises(Exception, match="Site needs Nginx on deb12 to be active"):
+        request_action(server, "site", "provision", params=site_params)
+    for kind, params in (("nginx", {}), ("php", {"version": "8.2"})):
+        if kind == "nginx":
+            assert act(server, "nginx", "install") is not None
+        else:
+            assert add(server, "php", **params).status == RecordStatus.ACTIVE
+
+    site = add(server, "site", **site_params)
+    assert site.status == RecordStatus.ACTIVE, site.error_message
+    page = http_get(debian_host, "www.shop.test")
+    assert page.startswith("HTTP/1.1 200 OK"), page
+    assert "BrokeForge site shop.test on PHP 8.2." in page
+
+    # A repository the test makes on the host, with a deploy script that
+    # fails until /srv/ready exists.
+    debian_host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q git")
+    git_on_host(
+        debian_host,
+        "git init -q -b main /srv/src && cd /srv/src && "
+        "printf '<?php echo \"release one\";\\n' > index.php && "
+        "git add index.php && git commit -q -m one && "
+        "git clone -q --bare /srv/src /srv/git/shop.git",
+    )
+    repo = add(
+        server,
+        "site_git",
+        domain="shop.test",
+        url="/srv/git/shop.git",
+        branch="main",
+        deploy_script="test -e /srv/ready\necho deploy script ran",
+    )
+    assert repo.status == RecordStatus.ACTIVE, repo.error_message
+    assert "release one" in http_get(debian_host, "shop.test")
+    assert repo.deploy_public_key.startswith("ssh-ed25519 ")
+    assert on_host(debian_host, "stat -c %a /etc/brokeforge/deploy-keys/shop.test") == (
+        "600"
+    )
+
+    git_on_host(
+        debian_host,
+        "cd /srv/src && printf '<?php echo \"release two\";\\n' > index.php && "
+        "git commit -q -am two && git push -q /srv/git/shop.git main",
+    )
+    deployment = add(server, "deployment", domain="shop.test")
+    assert deployment.status == RecordStatus.FAILED
+    assert deployment.error_message.endswith(
+        "the deploy script failed with exit status 1 (exit status 1)"
+    )
+    debian_host.run("touch /srv/ready")
+    deployment = act_on_kind(deployment, "retry")
+    assert deployment is not None
+    assert deployment.status == RecordStatus.ACTIVE, deployment.error_message
+    operation = deployment.current_operation()
+    assert operation is not None
+    assert "deploy script ran" in operation.output
+    head = on_host(debian_host, "git -C /srv/src rev-parse HEAD")
+    assert deployment.commit() == head
+    assert "release two" in http_get(debian_host, "shop.test")
+
+    with pytest.raises(Exception, match="cannot be removed while repository"):
+        request_action(
+            server, "site", "remove", record_id=site.pk, params={"files": "delete"}
+        )
+    assert act_on_kind(repo, "remove") is None
+    operation = run_now(
+        request_action(
+            server, "site", "remove", record_id=site.pk, params={"files": "delete"}
+        )
+    )
+    assert operation.state == "succeeded", operation.error_message
+    assert on_host(debian_host, "test -e /var/www/shop.test || echo gone") == "gone"
+    leftover = "ls /etc/nginx/sites-enabled /etc/php/8.2/fpm/pool.d | grep brokeforge"
+    assert on_host(debian_host, f"{leftover} || echo none") == "none"
+
+    assert act_on_kind(deployment, "remove") is None
+    php = get_kind_records(server, "php")[0]
+    assert act_on_kind(php, "remove") is None
+    assert act(server, "nginx", "remove") is None
+    debian_host.run("rm -rf /srv/src /srv/git /srv/ready /etc/brokeforge")
+
+
+def get_kind_records(server: Server, kind: str) -> list[ManagedRecord]:
+    from brokeforge.packages.registry import get_kind
+
+    return list(get_kind(kind).records(server))

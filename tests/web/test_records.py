@@ -111,3 +111,32 @@ def test_it_drops_one_database_among_several(signed_in: Client, server: Server):
         RecordStatus.UNINSTALLING,
         RecordStatus.ACTIVE,
     )
+
+
+def test_it_shows_a_generated_password_only_on_request(
+    signed_in: Client, server: Server
+):
+    Database.objects.create(
+        server=server, kind="mariadb", status="active", last_action="install"
+    )
+    signed_in.post(
+        action_url(server, "database", "install"),
+        {"engine": "mariadb", "name": "shop", "user": "shop"},
+    )
+    record = SqlDatabase.objects.get()
+    password = record.password()
+    assert len(password) == 32
+
+    page = signed_in.get(reverse("server-detail", args=[server.name]))
+    assert password not in page.content.decode()
+    url = reverse(
+        "record-secret",
+        kwargs={"name": server.name, "kind": "database", "record_id": record.pk},
+    )
+    assert f'action="{url}"' in page.content.decode()
+    assert signed_in.get(url).status_code == 405
+
+    shown = signed_in.post(url)
+
+    assert password in shown.content.decode()
+    assert shown["Cache-Control"] == "no-store"

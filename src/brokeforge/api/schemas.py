@@ -99,6 +99,9 @@ class RecordOut(Schema):
     last_action: str
     allowed_actions: list[str]
     operation: OperationOut | None
+    #: Only in the answer that created the record, when BrokeForge generated
+    #: its password: shown this once.
+    generated_secret: str | None = None
 
 
 class ActionIn(Schema):

@@ -78,6 +78,20 @@ def record(r: ManagedRecord, current: Operation | None = None) -> dict[str, Any]
     }
 
 
+def generated_secret(
+    record: ManagedRecord, action: str, params: dict[str, Any] | None
+) -> str | None:
+    """The password BrokeForge generated for a record just created, to show
+    once to the person who asked; None when they gave one or there is none."""
+    kind = get_kind(record.kind_name())
+    secret_fields = [f.name for f in kind.fields if f.secret]
+    if action != "install" or not secret_fields:
+        return None
+    if any((params or {}).get(name) for name in secret_fields):
+        return None
+    return kind.secret(record) or None
+
+
 def output(op: Operation, offset: int) -> dict[str, Any]:
     """The output from position `offset` of the whole stream on.
 

@@ -307,6 +307,9 @@ def act(args: argparse.Namespace) -> int:
         f"operation {operation['id']}: {verb} {operation['record']} "
         f"(attempt {operation['attempt']}) {operation['state']}"
     )
+    if record.get("generated_secret"):
+        secret = record["generated_secret"]
+        print(f"generated password (shown once here; keep it): {secret}")
     if not args.wait:
         return 0
     return follow(chosen, operation["id"])
@@ -345,9 +348,9 @@ def _kind_params(kind: JSON, args: argparse.Namespace) -> JSON:
     except SystemExit:
         raise CommandError(f"bad options for {kind['name']}") from None
     if unknown:
-        takes = " ".join(_flag(f) for f in fields)
+        takes = " ".join(_flag(f) for f in fields if not f["secret"])
         raise CommandError(
-            f"unknown option for {args.action} {kind['name']}: {' '.join(unknown)}"
+            f"unknown option for {args.command} {kind['name']}: {' '.join(unknown)}"
             + (f" (it takes {takes})" if takes else "")
         )
     params = {name: value for name, value in vars(known).items() if value is not None}
@@ -366,20 +369,27 @@ def _flag(field: JSON) -> str:
 
 
 def kinds(args: argparse.Namespace) -> int:
-    found = backend(args).kinds()
+    if args.url or os.environ.get("BROKEFORGE_URL"):
+        found = backend(args).kinds()
+    else:
+        # Listing kinds needs no account: it reads no one's servers.
+        _setup()
+        from brokeforge.api.kinds import kind_dict
+        from brokeforge.packages.registry import KINDS
+
+        found = [kind_dict(kind) for kind in KINDS.values()]
     if args.json:
         _print_json(found)
         return 0
     for kind in found:
         many = "many per server" if kind["many"] else "one per server"
         print(f"{kind['name']}\t{kind['label']} ({kind['family']}, {many})")
-        options = [("create", f) for f in (kind["fields"] if kind["many"] else [])] + [
-            ("update", f) for f in kind["update_fields"]
-        ]
-        for action, field in options:
+        options = [(f, "") for f in (kind["fields"] if kind["many"] else [])]
+        options += [(f, ", on update") for f in kind["update_fields"]]
+        for field, when in options:
             need = "required" if field["required"] else "optional"
             help_text = f": {field['help']}" if field["help"] else ""
-            print(f"    {action} {_flag(field)}\t{field['label']} ({need}){help_text}")
+            print(f"    {_flag(field)}\t{field['label']} ({need}{when}){help_text}")
     return 0
 
 
@@ -440,7 +450,9 @@ def _wait_quietly(chosen: Backend, operation_id: int) -> int:
 
 def status(args: argparse.Namespace) -> int:
     chosen = backend(args)
-    rows = chosen.records(args.server)
+    rows = sorted(
+        chosen.records(args.server), key=lambda r: (r["server"], r["kind"], r["id"])
+    )
     if args.json:
         _print_json(rows)
         return 0

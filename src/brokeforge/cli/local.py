@@ -156,7 +156,9 @@ class LocalBackend:
             )
             if record is None:
                 raise ActionRefused(f"{operation.record_label} was removed meanwhile")
-        return dump(schemas.RecordOut, serialize.record(record, operation))
+        answer = serialize.record(record, operation)
+        answer["generated_secret"] = serialize.generated_secret(record, action, params)
+        return dump(schemas.RecordOut, answer)
 
     def kinds(self) -> list[JSON]:
         return [dump(schemas.KindOut, kind_dict(kind)) for kind in KINDS.values()]

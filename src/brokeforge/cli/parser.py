@@ -12,9 +12,9 @@ from brokeforge.cli import commands
 LONG_RUNNING = {"serve", "web", "worker"}
 #: The action verbs, each with the other words it answers to.
 ACTIONS = {
-    "install": ("create", "add"),
+    "install": ("create", "add", "provision", "deploy"),
     "update": (),
-    "remove": ("drop", "delete"),
+    "remove": ("drop", "delete", "forget"),
     "retry": (),
 }
 

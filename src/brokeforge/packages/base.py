@@ -261,6 +261,20 @@ class PackageKind:
         """How a person names a record of a kind with its own model."""
         return self.label
 
+    def details(self, record: ManagedRecord) -> str:
+        """A line the page shows under the record (a deploy key); "" for none."""
+        return ""
+
+    def secret(self, record: ManagedRecord) -> str:
+        """The record's secret (a generated password) for its owner to read;
+        empty when it has none. Shown only on explicit request."""
+        return ""
+
+    def describe_missing(self, lookup: Mapping[str, Any]) -> str:
+        """How to name a needed record of this kind that does not exist, from
+        the lookup that would find it (for kinds with many: "PHP 8.2")."""
+        return self.label
+
     def parent_kind(self, record: ManagedRecord) -> str | None:
         """The kind whose record must be active for `record` (None: none)."""
         return self.parent
@@ -269,12 +283,22 @@ class PackageKind:
         """Field lookups that pick the parent among many records of its kind."""
         return {}
 
+    def requires(self, record: ManagedRecord) -> list[tuple[str, dict[str, Any]]]:
+        """Every record `record` needs active: (kind name, field lookups).
+
+        By default the one parent of `parent_kind`/`parent_lookup`; a kind
+        that needs several (a site: nginx and its PHP version) overrides it.
+        """
+        parent = self.parent_kind(record)
+        return [(parent, self.parent_lookup(record))] if parent else []
+
     def is_parent_of(self, parent: ManagedRecord, record: ManagedRecord) -> bool:
         """Whether `record` (of this kind) depends on `parent`."""
-        if self.parent_kind(record) != parent.kind_name():
-            return False
-        lookup = self.parent_lookup(record)
-        return all(getattr(parent, key) == value for key, value in lookup.items())
+        return any(
+            kind == parent.kind_name()
+            and all(getattr(parent, key) == value for key, value in lookup.items())
+            for kind, lookup in self.requires(record)
+        )
 
     def unique_clash(
         self, server: Server, clean: Mapping[str, Any]

@@ -131,3 +131,89 @@ class SupervisorProgram(PackageRecord):
                 fields=["server", "name"], name="one_supervisor_program_per_server"
             )
         ]
+
+
+class Site(PackageRecord):
+    """A website: an nginx server block, a PHP-FPM pool (for a PHP site) and
+    its web root."""
+
+    KIND = "site"
+
+    domain = models.CharField(max_length=253)
+    #: Other names it answers to, separated by spaces.
+    aliases = models.CharField(max_length=1000, blank=True)
+    web_root = models.CharField(max_length=255)
+    #: The PHP version it runs with; empty for a static site.
+    php_version = models.CharField(max_length=8, blank=True)
+
+    class Meta:
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "domain"], name="one_site_per_domain"
+            )
+        ]
+
+
+class SiteRepository(PackageRecord):
+    """The git repository a site is deployed from, with its own deploy key."""
+
+    KIND = "site_git"
+
+    domain = models.CharField(max_length=253)
+    url = models.CharField(max_length=500)
+    branch = models.CharField(max_length=200, default="main")
+    #: Shell run in the web root after each checkout; empty for none.
+    deploy_script = models.TextField(blank=True)
+    #: The deploy key's private half, encrypted with brokeforge.crypto.
+    deploy_key_encrypted = models.TextField()
+    #: What the person adds to the repository host as a read-only key.
+    deploy_public_key = models.TextField()
+
+    class Meta:
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "domain"], name="one_repository_per_site"
+            )
+        ]
+
+    def deploy_key(self) -> str:
+        return decrypt(self.deploy_key_encrypted)
+
+
+class Deployment(PackageRecord):
+    """One deployment of a site: fetch, check out, run the deploy script."""
+
+    KIND = "deployment"
+
+    domain = models.CharField(max_length=253)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    #: The line a deployment's script ends with, naming the commit.
+    COMMIT_MARK = "deployed commit "
+
+    class Meta:
+        ordering = ["-id"]
+
+    def commit(self) -> str:
+        """The commit the latest successful run checked out ("" if none).
+
+        Read from that operation's output, which is complete once it ended.
+        Shortcoming: read, not stored, until the runner passes an
+        operation's params to its kind's verification (then the check can
+        print the commit and `after_verify` store it).
+        """
+        from brokeforge.lifecycle.models import OperationState
+
+        operation = (
+            self.operations().filter(state=OperationState.SUCCEEDED).order_by("-id")
+        ).first()
+        if operation is None:
+            return ""
+        marks = [
+            line.removeprefix(self.COMMIT_MARK).strip()
+            for line in operation.output.splitlines()
+            if line.startswith(self.COMMIT_MARK)
+        ]
+        return marks[-1] if marks else ""

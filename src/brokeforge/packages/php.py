@@ -110,6 +110,9 @@ class Php(PackageKind):
         assert isinstance(record, PhpVersion)
         return {"version": record.version}
 
+    def describe_missing(self, lookup: Mapping[str, Any]) -> str:
+        return f"PHP {lookup.get('version', '')}".strip()
+
     def describe(self, record: ManagedRecord) -> str:
         assert isinstance(record, PhpVersion)
         default = " (default CLI)" if record.default_cli else ""

@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages.base import FAMILY_NAMES, PackageKind
 from brokeforge.packages.cron_task import CronTaskKind
+from brokeforge.packages.deployment import DeploymentKind
 from brokeforge.packages.mariadb import MariaDB
 from brokeforge.packages.mysql import MySQL
 from brokeforge.packages.nginx import Nginx
@@ -18,6 +19,8 @@ from brokeforge.packages.php import Php
 from brokeforge.packages.postgresql import PostgreSQL
 from brokeforge.packages.redis import Redis
 from brokeforge.packages.scheduler import Scheduler
+from brokeforge.packages.site import SiteKind
+from brokeforge.packages.site_git import SiteRepositoryKind
 from brokeforge.packages.sql_database import Database
 from brokeforge.packages.supervisor import Supervisor
 from brokeforge.packages.supervisor_program import SupervisorProgramKind
@@ -46,6 +49,9 @@ for _kind in (
     CronTaskKind(),
     Supervisor(),
     SupervisorProgramKind(),
+    SiteKind(),
+    SiteRepositoryKind(),
+    DeploymentKind(),
 ):
     register(_kind)
 

@@ -103,7 +103,8 @@ def _request_action(
     kind = get_kind(kind_name)  # an unknown kind is refused before anything else
     if action == "retry":
         return retry(server, kind_name, user=user, record_id=record_id)
-    act = ACTION_WORDS.get(action)
+    own_words = {word: Action(a) for a, word in kind.verbs.items() if a in Action}
+    act = own_words.get(action) or ACTION_WORDS.get(action)
     if act is None:
         raise ActionRefused(
             f"unknown action {action!r}: choose "
@@ -288,36 +289,36 @@ def get_record(
     return find_record(server, get_kind(kind_name), record_id)
 
 
-def parent_of(record: ManagedRecord) -> tuple[PackageKind, ManagedRecord | None] | None:
-    """The kind `record` depends on and its record on the server (if any)."""
+def requirements(
+    record: ManagedRecord,
+) -> list[tuple[PackageKind, dict[str, Any], ManagedRecord | None]]:
+    """What `record` depends on: each kind, the lookup that finds the needed
+    record among its records on the server, and that record (if any)."""
     kind = get_kind(record.kind_name())
-    parent_name = kind.parent_kind(record)
-    if parent_name is None:
-        return None
-    parent_kind = get_kind(parent_name)
-    parent: ManagedRecord | None = (
-        parent_kind.records(record.server).filter(**kind.parent_lookup(record)).first()
-    )
-    return parent_kind, parent
+    found = []
+    for name, lookup in kind.requires(record):
+        needed = get_kind(name)
+        parent: ManagedRecord | None = (
+            needed.records(record.server).filter(**lookup).first()
+        )
+        found.append((needed, lookup, parent))
+    return found
 
 
 def _refuse_missing_parent(kind: PackageKind, record: ManagedRecord) -> None:
-    found = parent_of(record)
-    if found is None:
-        return
-    parent_kind, parent = found
-    if parent is not None and parent.status == RecordStatus.ACTIVE:
-        return
-    needed = (
-        parent.label()
-        if parent is not None
-        else f"{parent_kind.label} on {record.server.name}"
-    )
-    now = "is not installed" if parent is None else f"is {parent.status}"
-    raise ActionRefused(
-        f"{kind.label} needs {needed} to be active, and it {now}: "
-        f"{parent_kind.verb('install')} it first"
-    )
+    for parent_kind, lookup, parent in requirements(record):
+        if parent is not None and parent.status == RecordStatus.ACTIVE:
+            continue
+        needed = (
+            parent.label()
+            if parent is not None
+            else f"{parent_kind.describe_missing(lookup)} on {record.server.name}"
+        )
+        now = "is not installed" if parent is None else f"is {parent.status}"
+        raise ActionRefused(
+            f"{kind.label} needs {needed} to be active, and it {now}: "
+            f"{parent_kind.verb('install')} it first"
+        )
 
 
 def dependents(record: ManagedRecord) -> list[ManagedRecord]:

@@ -182,6 +182,10 @@ class Database(PackageKind):
         user = f" (user {record.user})" if record.user else ""
         return f"database {record.name}{user} in {dict(ENGINES)[record.engine]}"
 
+    def secret(self, record: ManagedRecord) -> str:
+        assert isinstance(record, SqlDatabase)
+        return record.password()
+
     def parent_kind(self, record: ManagedRecord) -> str | None:
         assert isinstance(record, SqlDatabase)
         return record.engine

@@ -102,3 +102,58 @@ def choice(value: object, what: str, allowed: tuple[str, ...]) -> str:
         raise ActionRefused(f"{what} must be one of {', '.join(allowed)}")
     assert isinstance(value, str)
     return value
+
+
+DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def domain(value: object, what: str = "domain") -> str:
+    """A host name of dot-separated labels: letters, digits, inner dashes."""
+    if not isinstance(value, str) or not value:
+        raise ActionRefused(f"give the {what}")
+    text = value.strip().lower().rstrip(".")
+    labels = text.split(".")
+    if (
+        len(text) > 253
+        or len(labels) < 2
+        or not all(DOMAIN_LABEL.fullmatch(label) for label in labels)
+    ):
+        raise ActionRefused(
+            f"{what} {_show(value)} is not a domain name: dot-separated labels of "
+            "letters, digits and inner dashes, e.g. shop.example.com"
+        )
+    return text
+
+
+GIT_URL = re.compile(
+    r"(?:https://|ssh://|file:///|/)[A-Za-z0-9._~/:@+-]*"
+    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/+-]+"
+)
+GIT_BRANCH = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+
+
+def git_url(value: object) -> str:
+    """https://, ssh://, user@host:path, file:/// or an absolute path; never an
+    option (leading '-') or a helper transport (ext::, fd::)."""
+    if not isinstance(value, str) or not value:
+        raise ActionRefused("give the repository URL")
+    if len(value) > 500 or not GIT_URL.fullmatch(value) or "::" in value:
+        raise ActionRefused(
+            f"repository URL {_show(value)} is not allowed: use https://..., "
+            "ssh://..., user@host:path, file:///... or an absolute path"
+        )
+    return value
+
+
+def git_branch(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ActionRefused("give the branch")
+    if (
+        len(value) > 200
+        or not GIT_BRANCH.fullmatch(value)
+        or value.startswith(("-", "."))
+        or ".." in value
+        or value.endswith((".lock", "."))
+    ):
+        raise ActionRefused(f"branch {_show(value)} is not a valid branch name")
+    return value

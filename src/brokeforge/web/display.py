@@ -55,6 +55,14 @@ class RecordRow:
         return str(getattr(self.record, "version", "") or "")
 
     @property
+    def details(self) -> str:
+        return self.package.details(self.record) if self.record is not None else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return self.record is not None and any(f.secret for f in self.package.fields)
+
+    @property
     def remove_fields(self) -> tuple[Field, ...]:
         return tuple(self.package.remove_fields)
 

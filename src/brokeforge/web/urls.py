@@ -26,6 +26,11 @@ urlpatterns = [
         name="database-action",
     ),
     path(
+        "servers/<slug:name>/<slug:kind>/<int:record_id>/secret/",
+        views.record_secret,
+        name="record-secret",
+    ),
+    path(
         "servers/<slug:name>/<slug:kind>/<int:record_id>/<slug:action>/",
         views.record_action,
         name="record-action",

@@ -186,6 +186,33 @@ def record_action(
     return _act(request, name, kind, action, record_id)
 
 
+@login_required
+@require_POST
+def record_secret(
+    request: HttpRequest, name: str, kind: str, record_id: int
+) -> HttpResponse:
+    """Show a record's secret (a database user's password) on request.
+
+    POST only, and the page says not to be cached: it is never in a link, a
+    log line or a message stored in the session.
+    """
+    server = get_object_or_404(Server, name=name)
+    if kind not in KINDS:
+        raise Http404("no such package kind")
+    package = KINDS[kind]
+    record = package.records(server).filter(pk=record_id).first()
+    secret = package.secret(record) if record is not None else ""
+    if record is None or not secret:
+        raise Http404("no such record, or it has no secret")
+    response = render(
+        request,
+        "web/record_secret.html",
+        {"server": server, "record": record, "secret": secret},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def _act(
     request: HttpRequest, name: str, kind_name: str, action: str, record_id: int | None
 ) -> HttpResponse:
