@@ -14,7 +14,7 @@ from django.urls import reverse
 from brokeforge.accounts.models import ApiToken, AuditEntry
 from brokeforge.accounts.tokens import create_token
 from brokeforge.lifecycle.models import Operation, RecordStatus
-from brokeforge.packages.models import Database
+from brokeforge.packages.models import Database, SqlDatabase
 from brokeforge.servers.models import Server
 from tests.api.conftest import ApiClient
 from tests.web.helpers import plain_text
@@ -31,6 +31,10 @@ ENDPOINTS = [
     ("post", "/servers/{s}/records/redis/update", None),
     ("post", "/servers/{s}/records/redis/retry", None),
     ("delete", "/servers/{s}/records/redis?data=delete", None),
+    ("get", "/servers/{s}/records/database/{d}", None),
+    ("post", "/servers/{s}/records/database/{d}/update", None),
+    ("post", "/servers/{s}/records/database/{d}/retry", None),
+    ("delete", "/servers/{s}/records/database/{d}", None),
     ("get", "/operations/{o}", None),
     ("get", "/operations/{o}/output", None),
     ("post", "/operations/{o}/cancel", None),
@@ -46,17 +50,27 @@ def alices(
     server = make_server("web-1")
     record = make_database(server, "redis", RecordStatus.FAILED, error_message="x")
     operation = make_operation(record, output="secret output", state="queued")
+    database = SqlDatabase(server=server, engine="mariadb", name="app", user="app")
+    database.set_password("alices-secret-password")
+    database.status, database.last_action = RecordStatus.ACTIVE, "install"
+    database.save()
     AuditEntry.objects.create(
         user=server.owner, username="alice", via="cli", address="cli", action="x"
     )
     token, _ = create_token(server.owner, "alices", read_only=False)
-    return {"server": server, "operation": operation, "token": token}
+    return {
+        "server": server,
+        "operation": operation,
+        "token": token,
+        "database": database,
+    }
 
 
 def snapshot() -> tuple[Any, ...]:
     return (
         list(Server.objects.values_list("name", "port", "host_key")),
         list(Database.objects.values_list("kind", "status")),
+        list(SqlDatabase.objects.values_list("name", "status")),
         list(Operation.objects.values_list("pk", "state")),
         list(ApiToken.objects.values_list("name", "revoked_at")),
     )
@@ -73,7 +87,9 @@ def test_every_endpoint_404s_another_accounts_object(
 ) -> None:
     api = api_for(bob)
     before = snapshot()
-    url = path.format(s=alices["server"].pk, o=alices["operation"].pk)
+    url = path.format(
+        s=alices["server"].pk, o=alices["operation"].pk, d=alices["database"].pk
+    )
 
     response = api.call(method, url, body)
 
@@ -108,7 +124,10 @@ def test_the_api_through_a_browser_session_isolates_too(
 
 def _page_requests(alices: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
     name = alices["server"].name
+    record = alices["database"]
     posts = [
+        reverse("record-secret", args=[name, "database", record.pk]),
+        reverse("record-action", args=[name, "database", record.pk, "remove"]),
         reverse("server-check", args=[name]),
         reverse("server-repin", args=[name]),
         reverse("server-remove", args=[name]),
@@ -133,6 +152,7 @@ def test_every_page_404s_another_accounts_object(
         response = getattr(client, method)(url, data)
 
         assert response.status_code == 404, url
+        assert "alices-secret-password" not in response.content.decode()
     assert snapshot() == before
 
 
@@ -148,3 +168,25 @@ def test_the_list_pages_leave_out_another_accounts_objects(
     assert "No servers yet" in servers and "127.0.0.1" not in servers
     assert "alice" not in audit and "Nothing yet." in audit
     assert "alices" not in tokens and "No tokens yet." in tokens
+
+
+def test_the_owner_reads_a_secret_and_staff_cannot(
+    client: Client, user: User, bob: User, alices: dict[str, Any]
+) -> None:
+    url = reverse(
+        "record-secret", args=[alices["server"].name, "database", alices["database"].pk]
+    )
+    bob.is_staff = True
+    bob.save()
+
+    client.force_login(bob)
+    staff = client.post(url)
+    client.force_login(user)
+    owner = client.post(url)
+
+    assert staff.status_code == 403
+    assert "alices-secret-password" not in staff.content.decode()
+    assert owner.status_code == 200
+    assert "alices-secret-password" in owner.content.decode()
+    entry = AuditEntry.objects.filter(action="record.secret").get()
+    assert (entry.username, entry.via) == ("alice", "web")

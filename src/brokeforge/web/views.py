@@ -10,12 +10,13 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from brokeforge.accounts import audit
 from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
 from brokeforge.packages.base import Field, PackageKind
@@ -196,14 +197,18 @@ def record_secret(
     POST only, and the page says not to be cached: it is never in a link, a
     log line or a message stored in the session.
     """
-    server = get_object_or_404(Server, name=name)
+    server = _server(request, name)
     if kind not in KINDS:
         raise Http404("no such package kind")
+    if not access.can_change(request.user, server):
+        # Staff may look at another account's server, not read its secrets.
+        raise PermissionDenied("only the server's owner may read its secrets")
     package = KINDS[kind]
     record = package.records(server).filter(pk=record_id).first()
     secret = package.secret(record) if record is not None else ""
     if record is None or not secret:
         raise Http404("no such record, or it has no secret")
+    audit.record(_actor(request), "record.secret", server=server, target=record.label())
     response = render(
         request,
         "web/record_secret.html",
