@@ -50,8 +50,11 @@ def describe_exit(returncode: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, host: str, port: int, workers: int) -> None:
+    def __init__(
+        self, host: str, port: int, workers: int, *, with_web: bool = True
+    ) -> None:
         self.host, self.port, self.worker_count = host, port, workers
+        self.with_web = with_web
         self.web: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
         self.worker_ids: list[str] = [""] * workers
@@ -157,12 +160,14 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        self.start_web()
+        if self.with_web:
+            self.start_web()
         for slot in range(self.worker_count):
             self.start_worker(slot)
+        where = f"on http://{self.host}:{self.port}/ " if self.with_web else "(no web) "
         print(
-            f"BrokeForge is running on http://{self.host}:{self.port}/ "
-            f"with {self.worker_count} worker(s); Ctrl-C stops it",
+            f"BrokeForge is running {where}with {self.worker_count} worker(s); "
+            "Ctrl-C stops it",
             flush=True,
         )
         while not self.stopping:
@@ -214,6 +219,10 @@ def web(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
+    if getattr(args, "processes", 1) > 1:
+        # Several workers: supervise them like `serve` does, without the web.
+        _setup()
+        return Supervisor("", 0, args.processes, with_web=False).run()
     import django
 
     django.setup()

@@ -9,11 +9,12 @@ body differs. tests/settings.py adds it with BROKEFORGE_EXTRA_KINDS.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.lifecycle.models import Action
+from brokeforge.lifecycle.models import Action, Operation
 from brokeforge.packages.base import HostFacts, PackageKind
 
 #: Where the probe logs "start|end <tag> <epoch>" lines on the host.
@@ -30,11 +31,20 @@ class Probe(PackageKind):
         tag = params.get("tag", "probe")
         fail = bool(params.get("fail", False))
         prompt = bool(params.get("prompt", False))
+        pipeline = bool(params.get("pipeline", False))
+        stall = float(params.get("stall", 0))
         if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
             raise ActionRefused("seconds must be a number from 0 to 3600")
         if not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9-]{1,40}", tag):
             raise ActionRefused("tag must be 1-40 lowercase letters, digits or -")
-        return {"seconds": seconds, "tag": tag, "fail": fail, "prompt": prompt}
+        return {
+            "seconds": seconds,
+            "tag": tag,
+            "fail": fail,
+            "prompt": prompt,
+            "pipeline": pipeline,
+            "stall": stall,
+        }
 
     def script(
         self, action: Action, facts: HostFacts, params: Mapping[str, Any]
@@ -49,12 +59,23 @@ class Probe(PackageKind):
             f'echo "start {tag} $(date +%s.%N)" >> {PROBE_LOG}\n'
             f"echo 'probe {tag} running'\n"
             + (prompt if params.get("prompt") else "")
+            # A pipeline whose first stage fails and whose last succeeds.
+            + (
+                "grep -h probe /nonexistent/file | sort\n"
+                if params.get("pipeline")
+                else ""
+            )
             + f"sleep {float(seconds)}\n"
             f'echo "end {tag} $(date +%s.%N)" >> {PROBE_LOG}\n' + ending
         )
 
     def verify_script(self, action: Action, facts: HostFacts) -> str:
         return "echo probe-ok\n"
+
+    def after_verify(self, operation: Operation, output: str) -> None:
+        # Blocking code in the worker itself, out of the runner's timeouts'
+        # reach: only the watchdog can end this.
+        time.sleep(float(operation.params.get("stall", 0)))
 
 
 class SecondProbe(Probe):

@@ -29,7 +29,7 @@ from django_tasks_db.models import DBTaskResult
 
 from brokeforge.lifecycle import machine, runner, spool
 from brokeforge.lifecycle.errors import ActionRefused
-from brokeforge.lifecycle.models import Event, Operation, OperationState
+from brokeforge.lifecycle.models import Event, Operation, OperationState, Worker
 from brokeforge.lifecycle.reaper import reap
 from brokeforge.lifecycle.waiting import waiting_reason
 from brokeforge.packages.models import Database
@@ -390,19 +390,29 @@ def database_away() -> Callable[[float], threading.Thread]:
         else:
             # New connections refused and current ones cut, as while
             # PostgreSQL restarts; this test's own connection stays.
-            name = connection.settings_dict["NAME"]
-            with connection.cursor() as cursor:
-                cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    [name],
-                )
+            import psycopg
+
+            sd = connection.settings_dict
+            name = sd["NAME"]
+            admin = psycopg.connect(
+                dbname="postgres",
+                user=sd["USER"],
+                password=sd.get("PASSWORD") or None,
+                host=sd.get("HOST") or sd.get("OPTIONS", {}).get("host"),
+                autocommit=True,
+            )
+            ours = connection.cursor().connection.info.backend_pid
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> %s",
+                [name, ours],
+            )
 
             def release() -> None:
                 time.sleep(seconds)
-                with connection.cursor() as cursor:
-                    cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                admin.close()
 
         thread = threading.Thread(target=release)
         held.append(thread)
@@ -747,3 +757,117 @@ def test_three_failures_for_three_reasons_then_success(
         (3, "timed_out"),
         (4, ""),
     ]
+
+
+def test_a_failing_first_stage_of_a_pipeline_fails_the_script(
+    transactional_db: None, host: DebianTestHost, host_server: Server
+):
+    """F06: `grep … | sort` with grep failing is a failure, not a success."""
+    operation = run_now(
+        request_action(
+            host_server,
+            "probe",
+            "install",
+            params={"seconds": 0, "tag": "pipe", "pipeline": True},
+        )
+    )
+    check_after([operation], ["command_failed"])
+    assert "/nonexistent/file: No such file or directory" in operation.error_message
+    assert ("end", "pipe") not in [e[:2] for e in probe_log(host)]
+
+
+def test_a_lock_held_by_another_process_is_waited_for_visibly(
+    transactional_db: None,
+    fresh_debian_host: DebianTestHost,
+    make_server: Callable[..., Server],
+    settings,
+):
+    """F05: the operation says it waits for the lock, and succeeds once the
+    other process lets go (the bound is the lock timeout, tested elsewhere)."""
+    from brokeforge.lifecycle.waiting import waiting_reason
+    from tests.testhosts.debian_host import hold_dpkg_lock
+
+    settings.BROKEFORGE_APT_LOCK_TIMEOUT = 120
+    host = fresh_debian_host
+    key = host.client_key.export_private_key().decode()
+    server = make_server("s5", host=host.host, port=host.port, private_key=key)
+    lock = hold_dpkg_lock(host.root)
+    lock.__enter__()
+    try:
+        operation = request_action(server, "redis", "install")
+        worker = threading.Thread(target=_run_and_close, args=(operation,))
+        worker.start()
+
+        def says_it_waits() -> str | None:
+            operation.refresh_from_db()
+            reason = waiting_reason(operation)
+            return reason if reason and "package manager lock" in reason else None
+
+        shown = wait_for(says_it_waits, 90, "the wait for the lock to be shown")
+    finally:
+        lock.__exit__(None, None, None)
+    worker.join(300)
+    operation.refresh_from_db()
+    assert operation.state == OperationState.SUCCEEDED, operation.error_message
+    assert shown.startswith("waiting for the package manager lock")
+
+
+def _run_and_close(operation: Operation) -> None:
+    try:
+        runner.OperationRunner(operation.pk, "test-worker").run()
+    finally:
+        connection.close()
+
+
+def test_supervised_bare_workers_fail_a_killed_ones_operation_at_once(
+    fleet: Fleet, host: DebianTestHost, host_server: Server
+):
+    """`brokeforge worker --processes 2` supervises like serve, without web."""
+    fleet._start("worker", "--processes", "2")
+    fleet.wait_for_workers(2)
+    reset(host_server)
+    operation = wait_running(probe(host_server, 60, tag="bare"))
+    killed_at = now()
+    os.kill(fleet.worker_pid(operation.worker_id), signal.SIGKILL)
+    wait_terminal(operation, timeout=30)
+    check_after([operation], ["worker_lost"])
+    assert "killed by signal 9" in operation.error_message
+    assert seconds_since(killed_at, operation) < 10
+    assert not wait_no_leftovers(host.root)
+
+
+def test_the_watchdog_ends_a_worker_stuck_past_its_deadline(
+    fleet: Fleet, host: DebianTestHost, host_server: Server
+):
+    """Code stuck inside the worker, where no timeout reaches: the operation
+    fails at its deadline and the watchdog ends the process; serve starts a
+    new one."""
+    fleet.serve(workers=1)
+    with transaction.atomic():
+        operation = request_action(
+            host_server,
+            "probe",
+            "install",
+            params={"seconds": 0, "tag": "stuck", "stall": 600},
+        )
+        Operation.objects.filter(pk=operation.pk).update(timeout_seconds=2)
+    wait_for(lambda: Operation.objects.get(pk=operation.pk).worker_id, 30, "a claim")
+    operation.refresh_from_db()
+    pid = fleet.worker_pid(operation.worker_id)
+
+    wait_terminal(operation, timeout=60)
+    check_after([operation], ["timed_out"])
+    assert operation.error_message.startswith("timed out after 2 s")
+
+    def process_gone() -> bool:
+        return not Path(f"/proc/{pid}").exists() or Path(
+            f"/proc/{pid}/stat"
+        ).read_text().split(") ")[1].startswith("Z")
+
+    wait_for(process_gone, 60, "the watchdog to end the stuck worker")
+    assert "ending this worker" in fleet.log_text()
+    wait_for(
+        lambda: Worker.objects.exclude(id=operation.worker_id).exists(),
+        30,
+        "serve to start a new worker",
+    )

@@ -75,7 +75,16 @@ def _add_processes(verbs: Verbs) -> None:
     web.add_argument("--port", type=int, default=8000)
     web.set_defaults(handler=_lazy("brokeforge.supervisor", "web"))
 
-    worker = verbs.add_parser("worker", help="run one worker process")
+    worker = verbs.add_parser(
+        "worker", help="run a worker process (or several, supervised)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="run this many worker processes under a supervisor that fails a "
+        "dead one's operation at once and restarts it",
+    )
     worker.set_defaults(handler=_lazy("brokeforge.supervisor", "worker"))
 
 
