@@ -225,13 +225,26 @@ def act_on_kind(record: ManagedRecord, action: str) -> ManagedRecord | None:
     return record_of(kind, record.pk)
 
 
+def install_after_a_held_lock(
+    server: Server, host: DebianTestHost, kind: str
+) -> Database:
+    """Install `kind` while dpkg is locked (fails with apt's words), then retry."""
+    with hold_dpkg_lock(host.root):
+        record = act(server, kind, "install")
+    assert record is not None
+    assert record.status == RecordStatus.FAILED
+    assert "Could not get lock /var/lib/dpkg/lock-frontend" in record.error_message
+    record = act(server, kind, "retry")
+    assert record is not None
+    assert record.status == RecordStatus.ACTIVE, record.error_message
+    return record
+
+
 def test_nginx_installs_answers_http_and_is_removed(
     server: Server, debian_host: DebianTestHost
 ):
     require_free_port(80, "Nginx")
-    record = act(server, "nginx", "install")
-    assert record is not None
-    assert record.status == RecordStatus.ACTIVE, record.error_message
+    record = install_after_a_held_lock(server, debian_host, "nginx")
     assert re.fullmatch(r"1\.\d+\.\d+", record.version), record.version
 
     assert act(server, "nginx", "remove") is None
@@ -249,9 +262,7 @@ def test_a_cron_task_needs_the_scheduler_then_owns_its_file(
             "add",
             params={"name": "x", "schedule": "@daily", "command": "true"},
         )
-    scheduler = act(server, "scheduler", "install")
-    assert scheduler is not None
-    assert scheduler.status == RecordStatus.ACTIVE, scheduler.error_message
+    install_after_a_held_lock(server, debian_host, "scheduler")
 
     # A user the host lacks: the host says so; after adding it, Retry works.
     task = add(
@@ -299,9 +310,7 @@ def programs_running(host: DebianTestHost, command: str) -> list[int]:
 def test_a_supervisor_program_runs_after_its_directory_exists(
     server: Server, debian_host: DebianTestHost
 ):
-    supervisor = act(server, "supervisor", "install")
-    assert supervisor is not None
-    assert supervisor.status == RecordStatus.ACTIVE, supervisor.error_message
+    install_after_a_held_lock(server, debian_host, "supervisor")
 
     program = add(
         server,
@@ -396,7 +405,15 @@ def test_a_php_site_is_provisioned_deployed_from_git_and_removed(
         else:
             assert add(server, "php", **params).status == RecordStatus.ACTIVE
 
+    # nginx stopped: the provision fails with the host's words; once it
+    # runs again, Retry provisions the site.
+    debian_host.run("/etc/init.d/nginx stop")
     site = add(server, "site", **site_params)
+    assert site.status == RecordStatus.FAILED
+    assert "nginx" in site.error_message
+    debian_host.run("/etc/init.d/nginx start")
+    site = act_on_kind(site, "retry")
+    assert site is not None
     assert site.status == RecordStatus.ACTIVE, site.error_message
     page = http_get(debian_host, "www.shop.test")
     assert page.startswith("HTTP/1.1 200 OK"), page
@@ -404,14 +421,6 @@ def test_a_php_site_is_provisioned_deployed_from_git_and_removed(
 
     # A repository the test makes on the host, with a deploy script that
     # fails until /srv/ready exists.
-    debian_host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q git")
-    git_on_host(
-        debian_host,
-        "git init -q -b main /srv/src && cd /srv/src && "
-        "printf '<?php echo \"release one\";\\n' > index.php && "
-        "git add index.php && git commit -q -m one && "
-        "git clone -q --bare /srv/src /srv/git/shop.git",
-    )
     repo = add(
         server,
         "site_git",
@@ -420,6 +429,23 @@ def test_a_php_site_is_provisioned_deployed_from_git_and_removed(
         branch="main",
         deploy_script="test -e /srv/ready\necho deploy script ran",
     )
+    # No repository at that path yet: git says so, and Retry works once
+    # the test made it.
+    assert repo.status == RecordStatus.FAILED
+    assert repo.error_message.endswith(
+        "Please make sure you have the correct access rights\n"
+        "and the repository exists. (exit status 128)"
+    )
+    debian_host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q git")
+    git_on_host(
+        debian_host,
+        "git init -q -b main /srv/src && cd /srv/src && "
+        "printf '<?php echo \"release one\";\\n' > index.php && "
+        "git add index.php && git commit -q -m one && "
+        "git clone -q --bare /srv/src /srv/git/shop.git",
+    )
+    repo = act_on_kind(repo, "retry")
+    assert repo is not None
     assert repo.status == RecordStatus.ACTIVE, repo.error_message
     assert "release one" in http_get(debian_host, "shop.test")
     assert repo.deploy_public_key.startswith("ssh-ed25519 ")

@@ -23,7 +23,6 @@ from brokeforge.lifecycle import machine
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation, RecordStatus
 from brokeforge.packages.base import FAMILIES, PackageKind
-from brokeforge.packages.models import Database
 from brokeforge.packages.registry import KINDS, get_kind
 from brokeforge.servers import access
 from brokeforge.servers.models import Server
@@ -357,16 +356,6 @@ def _refuse_conflicts(server: Server, kind: PackageKind) -> None:
 
 def _what(kind: PackageKind, record_id: int | None) -> str:
     return f"{kind.label} #{record_id}" if record_id is not None else kind.label
-
-
-def records_by_kind(server: Server) -> list[tuple[str, Database | None]]:
-    """Every one-per-server kind kept in `Database`, with the server's record."""
-    records = {r.kind: r for r in Database.objects.filter(server=server)}
-    return [
-        (name, records.get(name))
-        for name, kind in KINDS.items()
-        if kind.model is None and not kind.many
-    ]
 
 
 @dataclass(frozen=True)

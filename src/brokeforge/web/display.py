@@ -10,7 +10,6 @@ from brokeforge.lifecycle.machine import allowed_actions
 from brokeforge.lifecycle.models import ManagedRecord, Operation, RecordStatus
 from brokeforge.packages.apt import BACKUP_DIR
 from brokeforge.packages.base import Field, PackageKind
-from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import all_records, families
 from brokeforge.servers.models import Server
 
@@ -132,7 +131,3 @@ def status_counts(servers: Iterable[Server]) -> dict[int, list[tuple[str, int]]]
         server_id: [(s.value, by[s.value]) for s in RecordStatus if by.get(s.value)]
         for server_id, by in counts.items()
     }
-
-
-def kind_names() -> frozenset[str]:
-    return frozenset(KINDS)
