@@ -136,10 +136,21 @@ def _page_requests(alices: dict[str, Any]) -> list[tuple[str, str, dict[str, str
         reverse("database-action", args=[name, "redis", action])
         for action in ("install", "update", "retry", "remove")
     ]
-    return [
-        ("get", reverse("server-detail", args=[name]), {}),
-        ("get", reverse("operation-detail", args=[alices["operation"].pk]), {}),
-    ] + [("post", url, {"data": "delete"}) for url in posts]
+    operation = alices["operation"].pk
+    gets = [
+        reverse("server-detail", args=[name]),
+        reverse("server-events", args=[name]),
+        reverse("record-row", args=[name, "db-redis"]),
+        reverse("kind-table", args=[name, "database"]),
+        reverse("server-operations", args=[name]),
+        reverse("server-operations-table", args=[name]),
+        reverse("operation-detail", args=[operation]),
+        reverse("operation-output", args=[operation]),
+    ]
+    posts.append(reverse("operation-cancel", args=[operation]))
+    return [("get", url, {}) for url in gets] + [
+        ("post", url, {"data": "delete", "confirm": "1"}) for url in posts
+    ]
 
 
 def test_every_page_404s_another_accounts_object(
