@@ -531,8 +531,13 @@ def test_with_no_worker_the_wait_is_named_then_failed(
         operation.refresh_from_db()
         check_after([operation], ["not_dispatched"])
         assert "no worker is running" in operation.error_message
+        assert operation.ready_at and operation.finished_at
         record(
-            "6b no worker at all (queue limit 1 s)", seconds_to_failed=1.0, orphans=0
+            "6b no worker at all (queue limit 1 s)",
+            seconds_to_failed=(
+                operation.finished_at - operation.ready_at
+            ).total_seconds(),
+            orphans=0,
         )
 
 

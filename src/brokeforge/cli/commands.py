@@ -545,3 +545,33 @@ def audit(args: argparse.Namespace) -> int:
             line += ": " + " | ".join(entry["detail"].splitlines())
         print(line)
     return 0
+
+
+def metrics_collect(args: argparse.Namespace) -> int:
+    """Read every active monitor's samples; exit 1 if any server failed.
+
+    A maintenance job of this installation (run on a timer), not a person's
+    action: it reads every server's samples whoever owns it.
+    """
+    _local_only(args, "metrics collect")
+    _setup()
+    from brokeforge.lifecycle.errors import OperationFailure
+    from brokeforge.lifecycle.models import RecordStatus
+    from brokeforge.packages.models import Monitor
+    from brokeforge.packages.monitoring import collect
+
+    monitors = Monitor.objects.select_related("server").filter(
+        status=RecordStatus.ACTIVE
+    )
+    if args.server:
+        monitors = monitors.filter(server__name=args.server)
+    failed = 0
+    for monitor in monitors:
+        try:
+            new = collect(monitor.server)
+        except OperationFailure as exc:
+            failed += 1
+            print(f"{monitor.server.name}: {exc}", file=sys.stderr)
+        else:
+            print(f"{monitor.server.name}: {new} new samples")
+    return EXIT_FAILED if failed else 0

@@ -271,6 +271,14 @@ def _add_reading(verbs: Verbs) -> None:
     audit.add_argument("--limit", type=_positive_int, default=50)
     audit.set_defaults(handler=commands.audit)
 
+    metrics = verbs.add_parser("metrics", help="monitoring samples")
+    metrics_verbs = metrics.add_subparsers(dest="metrics_command", required=True)
+    collect = metrics_verbs.add_parser(
+        "collect", help="read new samples from servers with monitoring active"
+    )
+    collect.add_argument("--server", metavar="NAME")
+    collect.set_defaults(handler=commands.metrics_collect)
+
 
 def _positive_int(value: str) -> int:
     number = int(value)

@@ -120,6 +120,10 @@ class RecordRow:
         return tuple(self.package.remove_fields)
 
     @property
+    def update_fields(self) -> tuple[Field, ...]:
+        return tuple(self.package.update_fields)
+
+    @property
     def can_cancel(self) -> bool:
         """Cancel is offered while the record's operation is queued or running."""
         return self.operation is not None and not self.operation.is_finished

@@ -23,6 +23,7 @@ from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
 from brokeforge.lifecycle.machine import refusal
 from brokeforge.lifecycle.models import Action, Operation
+from brokeforge.packages import monitoring
 from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import cancel_operation, request_action
@@ -133,6 +134,7 @@ def _render_server(
     context = {
         "server": server,
         "families": families,
+        "metrics_chart": monitoring.chart(server),
         "operations": _recent_operations(server),
         "after": latest_event_id() if after is None else after,
     }
