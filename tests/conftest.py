@@ -1,21 +1,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
 
-from brokeforge.lifecycle.models import Operation
+from brokeforge.lifecycle.models import Operation, OperationState, RecordStatus
 from brokeforge.lifecycle.runner import OperationRunner
+from brokeforge.packages.models import Database
 from brokeforge.servers.models import Server
 from brokeforge.servers.service import add_server
 
 pytest_plugins = ["tests.testhosts.fixtures"]
 
 TEST_WORKER = "test-host:1:worker"
+PASSWORD = "a long and unusual passphrase 42"
 
 
 @pytest.fixture
-def make_server(db: None) -> Callable[..., Server]:
+def user(db: None) -> User:
+    """Alice, who owns the servers `make_server` makes unless told otherwise."""
+    return User.objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def signed_in(client: Client, user: User) -> Client:
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def make_server(user: User) -> Callable[..., Server]:
     counter = iter(range(1, 1000))
 
     def make(
@@ -23,10 +41,56 @@ def make_server(db: None) -> Callable[..., Server]:
         host: str = "127.0.0.1",
         port: int = 22,
         private_key: str | None = None,
+        owner: User | None = None,
     ) -> Server:
         return add_server(
-            name or f"s{next(counter)}", host, port=port, private_key=private_key
+            name or f"s{next(counter)}",
+            host,
+            port=port,
+            private_key=private_key,
+            owner=owner or user,
         )
+
+    return make
+
+
+@pytest.fixture
+def make_database() -> Callable[..., Database]:
+    def make(
+        server: Server,
+        kind: str = "redis",
+        status: str = RecordStatus.ACTIVE,
+        *,
+        last_action: str = "install",
+        error_message: str = "",
+        version: str = "",
+    ) -> Database:
+        return Database.objects.create(
+            server=server,
+            kind=kind,
+            status=status,
+            last_action=last_action,
+            error_message=error_message,
+            version=version,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_operation() -> Callable[..., Operation]:
+    def make(record: Database, **fields: Any) -> Operation:
+        values: dict[str, Any] = {
+            "record_type": ContentType.objects.get_for_model(Database),
+            "record_id": record.pk,
+            "record_label": record.label(),
+            "server": record.server,
+            "kind": record.kind,
+            "action": record.last_action,
+            "state": OperationState.SUCCEEDED,
+        }
+        values.update(fields)
+        return Operation.objects.create(**values)
 
     return make
 

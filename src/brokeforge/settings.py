@@ -32,10 +32,12 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "django_htmx",
+    "brokeforge.accounts",
     "brokeforge.servers",
     "brokeforge.lifecycle",
     "brokeforge.packages",
     "brokeforge.web",
+    "brokeforge.api",
 ]
 
 MIDDLEWARE = [

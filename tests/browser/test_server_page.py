@@ -89,7 +89,7 @@ def test_it_shows_a_failure_then_a_retry_live(
     )
     assert "Refused: Redis on scripted failed its last install: use Retry" in answer
     redis = brokeforge.status("scripted")["redis"]
-    assert (redis["status"], redis["error"]) == (
+    assert (redis["status"], redis["error_message"]) == (
         "failed",
         f"{APT_ERROR} (exit status 100)",
     )

@@ -14,7 +14,16 @@ def test_it_creates_the_database_and_secrets_for_the_owner_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["BROKEFORGE_HOME"] = str(home)
 
-    subprocess.run([sys.executable, "-m", "brokeforge", "status"], env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "brokeforge", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+    # No account exists yet: the command says so, after creating the files.
+    assert done.returncode == 2
+    assert "create an account first" in done.stderr
 
     for name in ("brokeforge.sqlite3", "secret_key", "encryption_key"):
         mode = stat.S_IMODE((home / name).stat().st_mode)

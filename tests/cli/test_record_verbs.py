@@ -14,12 +14,6 @@ from brokeforge.servers.models import Server
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def no_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    # pytest-django has set Django up already, on the test database.
-    monkeypatch.setattr(cli, "_setup", lambda: None)
-
-
 @pytest.fixture
 def server(make_server: Callable[..., Server]) -> Server:
     server = make_server("web-1")
@@ -103,10 +97,10 @@ def test_it_names_the_record_to_drop_and_refuses_unknown_options(
         last_action="install",
     )
 
-    assert cli.main(["drop", "database", "--server", "web-1"]) == 1
+    assert cli.main(["drop", "database", "--server", "web-1"]) == 2
     assert "say which Database on web-1 you mean" in capsys.readouterr().err
 
-    assert cli.main(["create", "database", "--server", "web-1", "--owner", "x"]) == 1
+    assert cli.main(["create", "database", "--server", "web-1", "--owner", "x"]) == 2
     assert capsys.readouterr().err == (
         "error: unknown option for create database: --owner x "
         "(it takes --engine --name --user)\n"

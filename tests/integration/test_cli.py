@@ -52,6 +52,13 @@ def brokeforge(
     )
 
 
+def create_account(env: dict[str, str], name: str = "admin") -> None:
+    created = brokeforge(
+        env, "createuser", name, "--password-stdin", stdin="a long passphrase\n"
+    )
+    assert created.returncode == 0, created.stderr
+
+
 @pytest.fixture
 def serving(home: dict[str, str], tmp_path: Path) -> Iterator[str]:
     port = free_port()
@@ -121,7 +128,7 @@ def test_it_installs_and_removes_redis_through_the_cli_and_a_real_worker(
     assert debian_host.run("redis-cli ping").stdout.strip() == "PONG"
 
     refused = brokeforge(home, "install", "redis", "--server", "deb")
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert refused.stderr == "error: Redis on deb is already installed\n"
 
     removed = brokeforge(
@@ -134,6 +141,7 @@ def test_it_installs_and_removes_redis_through_the_cli_and_a_real_worker(
 def test_it_exits_non_zero_with_the_reason_when_an_operation_fails(
     home: dict[str, str], serving: str
 ):
+    create_account(home)
     brokeforge(home, "server", "add", "nowhere", "--host", "127.0.0.1", "--port", "9")
 
     failed = brokeforge(home, "install", "redis", "--server", "nowhere", "--wait")
@@ -150,8 +158,9 @@ def test_it_exits_non_zero_with_the_reason_when_an_operation_fails(
 
 
 def test_it_refuses_bad_input_and_changes_nothing(home: dict[str, str]):
+    create_account(home)
     bad = brokeforge(home, "server", "add", "web", "--host", "a;rm -rf /")
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "is not a valid host" in bad.stderr
     bad_port = brokeforge(home, "server", "add", "web", "--host", "h", "--port", "0")
     assert "is not a valid port" in bad_port.stderr
@@ -161,5 +170,5 @@ def test_it_refuses_bad_input_and_changes_nothing(home: dict[str, str]):
     bad_user = brokeforge(
         home, "createuser", "bad name", "--password-stdin", stdin="a long phrase\n"
     )
-    assert bad_user.returncode == 1
+    assert bad_user.returncode == 2
     assert "Enter a valid username" in bad_user.stderr

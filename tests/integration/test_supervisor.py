@@ -23,7 +23,13 @@ def test_it_describes_how_a_process_ended():
 def test_it_starts_a_new_worker_when_one_is_killed(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("BROKEFORGE_HOME", str(tmp_path))
     # Any one-shot command migrates the new data directory's database.
-    subprocess.run([sys.executable, "-m", "brokeforge", "status"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "brokeforge", "createuser", "a", "--password-stdin"],
+        input="a long passphrase\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     supervisor = Supervisor("127.0.0.1", 0, workers=1)
     supervisor.start_worker(0)
     first = supervisor.workers[0]

@@ -51,8 +51,9 @@ def server(
 
 
 @pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice", password="pw-alice-1234")
+def alice(user: User) -> User:
+    """Alice, who owns the servers `make_server` makes (tests/conftest.py)."""
+    return user
 
 
 def status(server: Server, kind: str) -> Database:

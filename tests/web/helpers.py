@@ -8,8 +8,7 @@ from html.parser import HTMLParser
 from django.urls import reverse
 
 from brokeforge.servers.models import Server
-
-PASSWORD = "a long and unusual passphrase 42"
+from tests.conftest import PASSWORD  # noqa: F401  (shared with page tests)
 
 
 def action_url(server: Server, kind: str, action: str) -> str:

@@ -19,7 +19,6 @@ from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
 from brokeforge.web.events import read_messages, resume_point
 from tests.conftest import TEST_WORKER
-from tests.web.helpers import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,15 +116,14 @@ def test_it_resumes_after_the_last_event_id(
 def test_it_refuses_the_stream_to_a_visitor_who_is_not_signed_in(
     server: Server,
 ) -> None:
-    User.objects.create_user("alice", password=PASSWORD)
+    User.objects.get(username="alice")  # the owner make_server gave it
 
     response = Client().get(events_url(server))
 
     assert response.status_code == 403
 
 
-def test_it_404s_the_stream_of_an_unknown_server(db: None) -> None:
-    user = User.objects.create_user("alice", password=PASSWORD)
+def test_it_404s_the_stream_of_an_unknown_server(user: User) -> None:
     client = Client()
     client.force_login(user)
 
@@ -135,7 +133,7 @@ def test_it_404s_the_stream_of_an_unknown_server(db: None) -> None:
 
 
 def test_it_streams_from_the_last_event_id_over_asgi(server: Server) -> None:
-    user = User.objects.create_user("alice", password=PASSWORD)
+    user = User.objects.get(username="alice")  # the owner make_server gave it
     first = request_action(server, "redis", "install")
     second = request_action(server, "mysql", "install")
     seen = Event.objects.get(operation=first).pk
@@ -164,7 +162,7 @@ def test_it_streams_from_the_last_event_id_over_asgi(server: Server) -> None:
 
 
 def test_it_starts_from_now_without_a_mark(server: Server) -> None:
-    user = User.objects.create_user("alice", password=PASSWORD)
+    user = User.objects.get(username="alice")  # the owner make_server gave it
     request_action(server, "redis", "install")
 
     async def read() -> str:

@@ -124,7 +124,7 @@ def test_it_checks_the_connection_and_shows_the_fingerprint(
 ) -> None:
     checked: list[Server] = []
 
-    def fake_check(target: Server) -> str:
+    def fake_check(target: Server, **options: object) -> str:
         checked.append(target)
         return "SHA256:pinned-now"
 
@@ -144,7 +144,7 @@ def test_it_checks_the_connection_and_shows_the_fingerprint(
 def test_it_shows_why_the_connection_check_failed(
     signed_in: Client, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fake_check(target: Server) -> str:
+    def fake_check(target: Server, **options: object) -> str:
         raise AuthenticationRefused("root@127.0.0.1:22 refused the key <brokeforge>")
 
     monkeypatch.setattr(views, "check_server", fake_check)
@@ -176,7 +176,7 @@ def test_it_pins_a_new_host_key_on_request(
     Server.objects.filter(pk=server.pk).update(host_key_fingerprint="SHA256:old")
     asked: list[bool] = []
 
-    def fake_check(target: Server, *, repin: bool = False) -> str:
+    def fake_check(target: Server, *, repin: bool = False, **options: object) -> str:
         asked.append(repin)
         return "SHA256:new"
 

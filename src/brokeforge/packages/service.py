@@ -17,11 +17,14 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from brokeforge.accounts import audit
+from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle import machine
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation, RecordStatus
 from brokeforge.packages.base import FAMILIES, PackageKind
 from brokeforge.packages.registry import KINDS, get_kind
+from brokeforge.servers import access
 from brokeforge.servers.models import Server
 
 #: Words a person may use for an action, besides the action's own name.
@@ -44,6 +47,7 @@ def request_action(
     user: machine.User = None,
     params: Mapping[str, Any] | None = None,
     record_id: int | None = None,
+    actor: Actor | None = None,
 ) -> Operation:
     """Ask for install (create), update, remove or retry of a record.
 
@@ -51,8 +55,50 @@ def request_action(
     its other actions name the record by `record_id`. Raises
     `ActionRefused`, having changed nothing, when the kind, action or record
     is unknown, the options are wrong, the record's status forbids it, the
-    record it depends on is not active, or other records depend on it.
+    record it depends on is not active, or other records depend on it;
+    `access.NotAllowed` when the actor may not change the server. With an
+    actor, the request (or its refusal) is written to the audit log.
     """
+    if actor is not None:
+        access.check_can_change(actor.user, server)
+        user = actor.user
+    word = ACTION_WORDS.get(action)
+    audit_action = f"record.{word.value if word else action}"[:32]
+    try:
+        operation = _request_action(server, kind_name, action, user, params, record_id)
+    except ActionRefused as exc:
+        target = f"{kind_name} on {server.name}"
+        if record_id is not None:
+            target = f"{kind_name} #{record_id} on {server.name}"
+        audit.record(
+            actor,
+            audit_action,
+            server=server,
+            target=target,
+            outcome="refused",
+            detail=str(exc),
+        )
+        raise
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(operation.params.items()))
+    audit.record(
+        actor,
+        audit_action,
+        server=server,
+        target=operation.record_label,
+        operation=operation,
+        detail=detail,
+    )
+    return operation
+
+
+def _request_action(
+    server: Server,
+    kind_name: str,
+    action: str,
+    user: machine.User,
+    params: Mapping[str, Any] | None,
+    record_id: int | None,
+) -> Operation:
     kind = get_kind(kind_name)  # an unknown kind is refused before anything else
     if action == "retry":
         return retry(server, kind_name, user=user, record_id=record_id)
@@ -78,9 +124,12 @@ def create(
     params: Mapping[str, Any],
     *,
     user: machine.User = None,
+    actor: Actor | None = None,
 ) -> Operation:
     """Create a record of a kind with many records (its install action)."""
-    return request_action(server, kind_name, "install", user=user, params=params)
+    return request_action(
+        server, kind_name, "install", user=user, params=params, actor=actor
+    )
 
 
 def retry(
@@ -195,6 +244,48 @@ def _shown_params(
     secret = {field.name for field in kind.fields if field.secret}
     shown = {key: value for key, value in clean.items() if key not in secret}
     return {**shown, **kind.identity(record)}
+
+
+def cancel_operation(operation: Operation, *, actor: Actor | None = None) -> Operation:
+    """Cancel a queued or running operation (see `machine.cancel`).
+
+    Raises `ActionRefused` when it has already ended, `access.NotAllowed`
+    when the actor may not change its server.
+    """
+    if actor is not None:
+        access.check_can_change(actor.user, operation.server)
+    try:
+        cancelled = machine.cancel(operation, user=actor.user if actor else None)
+    except ActionRefused as exc:
+        audit.record(
+            actor,
+            "operation.cancel",
+            server=operation.server,
+            target=operation.describe(),
+            operation=operation,
+            outcome="refused",
+            detail=str(exc),
+        )
+        raise
+    audit.record(
+        actor,
+        "operation.cancel",
+        server=operation.server,
+        target=operation.describe(),
+        operation=operation,
+    )
+    return cancelled
+
+
+def get_record(
+    server: Server, kind_name: str, record_id: int | None = None
+) -> ManagedRecord | None:
+    """The server's record of a kind (by id for kinds with many), or None.
+
+    Raises `ActionRefused` for an unknown kind, or a kind with many records
+    asked for without an id.
+    """
+    return find_record(server, get_kind(kind_name), record_id)
 
 
 def requirements(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from brokeforge import crypto
@@ -16,8 +17,21 @@ class Server(models.Model):
     that meets another key is refused before anything runs.
     """
 
+    # Shortcoming: names are unique across all accounts, so a person can learn
+    # that a name is taken by someone else, until names become unique per owner
+    # (with organizations, issue 6 follow-up).
     name = models.CharField(
         max_length=63, unique=True, validators=[validators.validate_server_name]
+    )
+    #: Who may see and change the server (see `brokeforge.servers.access`).
+    #: Empty only for servers registered before accounts owned servers, on an
+    #: installation that had no account yet: those are visible to staff only.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="servers",
     )
     host = models.CharField(max_length=253, validators=[validators.validate_host])
     port = models.PositiveIntegerField(

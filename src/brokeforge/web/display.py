@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -386,11 +387,12 @@ def duration_text(span: timedelta) -> str:
     return f"{total // 60} min {total % 60} s"
 
 
-def status_counts() -> dict[int, list[tuple[str, int]]]:
+def status_counts(servers: Iterable[Server]) -> dict[int, list[tuple[str, int]]]:
     """Per server id, how many records it has in each status (non-zero only)."""
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for record in all_records():
-        counts[record.server_id][record.status] += 1
+    for server in servers:
+        for record in all_records(server):
+            counts[record.server_id][record.status] += 1
     return {
         server_id: [(s.value, by[s.value]) for s in RecordStatus if by.get(s.value)]
         for server_id, by in counts.items()

@@ -49,8 +49,8 @@ BATCH = 200
 # Shortcoming: the stream polls the log every POLL_INTERVAL on PostgreSQL too
 # until it listens for NOTIFY there (a later issue: PostgreSQL scale-out).
 # Shortcoming: access is checked when a stream opens, not while it stays open
-# (a sign-out elsewhere ends it only at the next reconnect) until server
-# owners land (issue 6) and `web.access` can say when a right was withdrawn.
+# (a sign-out or a server given to another account ends it only at the next
+# reconnect) until `servers.access` can say when a right was withdrawn.
 
 
 @require_GET

@@ -39,3 +39,17 @@ class ServerForm(forms.Form):
                 target = None
             for item in errors:
                 self.add_error(target, item)
+
+
+class TokenForm(forms.Form):
+    """The "Create token" form; `brokeforge.accounts.tokens` validates."""
+
+    name = forms.CharField(max_length=64, help_text="What uses it, e.g. deploy-ci.")
+    read_only = forms.BooleanField(
+        required=False, help_text="Read-only tokens can look but not change."
+    )
+
+    def add_service_errors(self, error: ValidationError) -> None:
+        for field, errors in error.message_dict.items():
+            for item in errors:
+                self.add_error(field if field in self.fields else None, item)

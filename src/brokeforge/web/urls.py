@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from brokeforge.web import events, views
+from brokeforge.web import account_views, events, views
 
 urlpatterns = [
     path("", views.server_list, name="server-list"),
@@ -49,6 +49,9 @@ urlpatterns = [
         name="record-action",
     ),
     path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
+    path("tokens/", account_views.token_list, name="token-list"),
+    path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("audit/", account_views.audit_log, name="audit-log"),
     path(
         "operations/<int:pk>/output/",
         views.operation_output,

@@ -12,21 +12,30 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from brokeforge.accounts import audit
+from brokeforge.accounts.actor import Actor
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
-from brokeforge.lifecycle.machine import cancel, refusal
+from brokeforge.lifecycle.machine import refusal
 from brokeforge.lifecycle.models import Action, Operation
 from brokeforge.packages import monitoring
 from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
-from brokeforge.packages.service import request_action
+from brokeforge.packages.service import cancel_operation, request_action
+from brokeforge.servers import access
+from brokeforge.servers.access import NotAllowed
 from brokeforge.servers.models import Server
-from brokeforge.servers.service import add_server, check_server, remove_server
+from brokeforge.servers.service import (
+    add_server,
+    adopt_ownerless_servers,
+    check_server,
+    remove_server,
+)
 from brokeforge.web.access import visible_server, visible_servers
 from brokeforge.web.display import (
     ACTION_ORDER,
@@ -67,6 +76,7 @@ def first_run(request: HttpRequest) -> HttpResponse:
             user = form.save(commit=False)
             user.is_staff = user.is_superuser = True
             user.save()
+            adopt_ownerless_servers(user)
         login(request, user)
         messages.success(request, f"Welcome, {user.get_username()}. Add a server.")
         return redirect("server-list")
@@ -86,11 +96,10 @@ def server_list(request: HttpRequest) -> HttpResponse:
                 port=data["port"],
                 user=data["user"],
                 private_key=data["private_key"],
+                actor=_actor(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
-        except IntegrityError:
-            form.add_error("name", "A server with this name exists already.")
         else:
             messages.success(
                 request,
@@ -98,10 +107,9 @@ def server_list(request: HttpRequest) -> HttpResponse:
                 "then run Check connection.",
             )
             return redirect("server-detail", name=server.name)
-    counts = status_counts()
-    servers = [
-        (server, counts.get(server.pk, [])) for server in visible_servers(request.user)
-    ]
+    visible = visible_servers(request.user).select_related("owner")
+    counts = status_counts(visible)
+    servers = [(server, counts.get(server.pk, [])) for server in visible]
     return render(request, "web/server_list.html", {"servers": servers, "form": form})
 
 
@@ -193,7 +201,9 @@ def _recent_operations(server: Server) -> list[Operation]:
 def server_check(request: HttpRequest, name: str) -> HttpResponse:
     server = visible_server(request.user, name)
     try:
-        host_key_fingerprint = check_server(server)
+        host_key_fingerprint = check_server(server, actor=_actor(request))
+    except NotAllowed as exc:
+        messages.error(request, f"Refused: {exc}")
     except OperationFailure as exc:
         messages.error(request, f"Connection check failed: {exc.message}")
     else:
@@ -211,7 +221,9 @@ def server_repin(request: HttpRequest, name: str) -> HttpResponse:
     server = visible_server(request.user, name)
     previous = server.host_key_fingerprint or "none"
     try:
-        host_key_fingerprint = check_server(server, repin=True)
+        host_key_fingerprint = check_server(server, repin=True, actor=_actor(request))
+    except NotAllowed as exc:
+        messages.error(request, f"Refused: {exc}")
     except OperationFailure as exc:
         messages.error(request, f"Pinning a new host key failed: {exc.message}")
     else:
@@ -228,8 +240,8 @@ def server_repin(request: HttpRequest, name: str) -> HttpResponse:
 def server_remove(request: HttpRequest, name: str) -> HttpResponse:
     server = visible_server(request.user, name)
     try:
-        remove_server(server)
-    except ActionRefused as exc:
+        remove_server(server, actor=_actor(request))
+    except (ActionRefused, NotAllowed) as exc:
         messages.error(request, f"Refused: {exc}")
         return redirect("server-detail", name=server.name)
     messages.success(
@@ -273,11 +285,15 @@ def record_secret(
     server = visible_server(request.user, name)
     if kind not in KINDS:
         raise Http404("no such package kind")
+    if not access.can_change(request.user, server):
+        # Staff may look at another account's server, not read its secrets.
+        raise PermissionDenied("only the server's owner may read its secrets")
     package = KINDS[kind]
     record = package.records(server).filter(pk=record_id).first()
     secret = package.secret(record) if record is not None else ""
     if record is None or not secret:
         raise Http404("no such record, or it has no secret")
+    audit.record(_actor(request), "record.secret", server=server, target=record.label())
     response = render(
         request,
         "web/record_secret.html",
@@ -308,11 +324,11 @@ def _act(
             server,
             kind_name,
             action,
-            user=request.user,
             params=_posted_params(request, kind, action),
             record_id=record_id,
+            actor=_actor(request),
         )
-    except ActionRefused as exc:
+    except (ActionRefused, NotAllowed) as exc:
         messages.error(request, f"Refused: {exc}")
     else:
         _say_requested(request, kind, action, operation)
@@ -328,10 +344,10 @@ def _create(request: HttpRequest, server: Server, kind: PackageKind) -> HttpResp
                 server,
                 kind.name,
                 "install",
-                user=request.user,
                 params=_posted_params(request, kind, "install"),
+                actor=_actor(request),
             )
-        except ActionRefused as exc:
+        except (ActionRefused, NotAllowed) as exc:
             errors = {"": [str(exc)]}
         else:
             _say_requested(request, kind, "install", operation)
@@ -370,11 +386,11 @@ def _remove(
                 server,
                 kind.name,
                 "remove",
-                user=request.user,
                 params=_posted_params(request, kind, "remove"),
                 record_id=record_id,
+                actor=_actor(request),
             )
-        except ActionRefused as exc:
+        except (ActionRefused, NotAllowed) as exc:
             errors = {"": [str(exc)]}
         else:
             _say_requested(request, kind, "remove", operation)
@@ -492,8 +508,8 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel a queued or running operation; a finished one is refused."""
     operation = _visible_operation(request, pk)
     try:
-        cancelled = cancel(operation, user=request.user)
-    except ActionRefused as exc:
+        cancelled = cancel_operation(operation, actor=_actor(request))
+    except (ActionRefused, NotAllowed) as exc:
         messages.error(request, f"Refused: {exc}")
     else:
         if cancelled.is_finished:
@@ -509,9 +525,13 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("server-detail", name=operation.server.name)
 
 
+def _actor(request: HttpRequest) -> Actor:
+    return Actor.from_request(request, "web")
+
+
 def _visible_operation(request: HttpRequest, pk: int) -> Operation:
-    operations = Operation.objects.select_related("server", "requested_by").filter(
-        server__in=visible_servers(request.user)
+    operations = access.visible_operations(request.user).select_related(
+        "server", "requested_by"
     )
     return get_object_or_404(operations, pk=pk)
 
