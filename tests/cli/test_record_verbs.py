@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,9 +16,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # pytest-django has set Django up already, on the test database.
     monkeypatch.setattr(cli, "_setup", lambda: None)
+    # cli.main sets the umask to 077 for its data directory. Left in place,
+    # every file the rest of the session writes would be private, and a test
+    # host's /etc/resolv.conf unreadable to apt's sandbox user: no DNS.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
 
 
 @pytest.fixture
