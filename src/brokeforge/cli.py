@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     log = commands.add_parser("log", help="print an operation's output")
     log.add_argument("operation_id", type=int)
     log.set_defaults(handler=_cmd_log)
+
+    metrics = commands.add_parser("metrics", help="monitoring samples")
+    metrics_commands = metrics.add_subparsers(dest="metrics_command", required=True)
+    collect = metrics_commands.add_parser(
+        "collect", help="read new samples from servers with monitoring active"
+    )
+    collect.add_argument("--server", metavar="NAME")
+    collect.set_defaults(handler=_cmd_metrics_collect)
     return parser
 
 
@@ -564,6 +572,31 @@ def _cmd_log(args: argparse.Namespace) -> int:
     sys.stdout.write(operation.output)
     print(f"\noperation {operation.pk} {operation.state} {operation.error_message}")
     return 0
+
+
+def _cmd_metrics_collect(args: argparse.Namespace) -> int:
+    """Read every active monitor's samples; exit 1 if any server failed."""
+    _setup()
+    from brokeforge.lifecycle.errors import OperationFailure
+    from brokeforge.lifecycle.models import RecordStatus
+    from brokeforge.packages.models import Monitor
+    from brokeforge.packages.monitoring import collect
+
+    monitors = Monitor.objects.select_related("server").filter(
+        status=RecordStatus.ACTIVE
+    )
+    if args.server:
+        monitors = monitors.filter(server=_get_server(args.server))
+    failed = 0
+    for monitor in monitors:
+        try:
+            new = collect(monitor.server)
+        except OperationFailure as exc:
+            failed += 1
+            print(f"{monitor.server.name}: {exc}", file=sys.stderr)
+        else:
+            print(f"{monitor.server.name}: {new} new samples")
+    return 1 if failed else 0
 
 
 def _validation_text(exc: Any) -> str:

@@ -214,6 +214,9 @@ def web(args: argparse.Namespace) -> int:
         port=args.port,
         lifespan="off",
         log_level="info",
+        # Open event streams never end by themselves: on shutdown give them
+        # this long, then cut them (browsers reconnect and resume).
+        timeout_graceful_shutdown=2,
     )
     return 0
 

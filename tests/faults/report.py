@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import subprocess
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -32,6 +33,18 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def render(entries: list[dict[str, Any]], outcomes: str) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for entry in entries:
@@ -44,7 +57,8 @@ def render(entries: list[dict[str, Any]], outcomes: str) -> str:
         "processes and the real Debian test host; a run that broke an invariant",
         "fails its test and is listed under the outcomes below.",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {_commit()} "
+        f"on {platform.node()} "
         f"({platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}).",
         "",

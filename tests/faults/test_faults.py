@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -530,8 +531,13 @@ def test_with_no_worker_the_wait_is_named_then_failed(
         operation.refresh_from_db()
         check_after([operation], ["not_dispatched"])
         assert "no worker is running" in operation.error_message
+        assert operation.ready_at and operation.finished_at
         record(
-            "6b no worker at all (queue limit 1 s)", seconds_to_failed=1.0, orphans=0
+            "6b no worker at all (queue limit 1 s)",
+            seconds_to_failed=(
+                operation.finished_at - operation.ready_at
+            ).total_seconds(),
+            orphans=0,
         )
 
 
@@ -871,3 +877,28 @@ def test_the_watchdog_ends_a_worker_stuck_past_its_deadline(
         30,
         "serve to start a new worker",
     )
+
+
+def test_an_interrupted_package_run_is_finished_before_the_next(
+    transactional_db: None,
+    fresh_debian_host: DebianTestHost,
+    make_server: Callable[..., Server],
+):
+    """A run cut short leaves dpkg "interrupted" (an update journal in
+    /var/lib/dpkg/updates) and apt refuses everything after it; the next
+    package script finishes it first, so Retry works after a timeout."""
+    host = fresh_debian_host
+    key = host.client_key.export_private_key().decode()
+    server = make_server("s-dpkg", host=host.host, port=host.port, private_key=key)
+    (host.root / "var/lib/dpkg/updates/0000").write_text("")
+    refused = subprocess.run(
+        ["chroot", str(host.root), "apt-get", "check"],
+        capture_output=True,
+        text=True,
+    )
+    assert "dpkg was interrupted" in refused.stderr
+
+    operation = run_now(request_action(server, "redis", "install"))
+
+    assert operation.state == OperationState.SUCCEEDED, operation.error_message
+    assert "finishing an interrupted earlier package run" in operation.output

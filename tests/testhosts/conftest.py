@@ -10,6 +10,7 @@ from __future__ import annotations
 from tests.testhosts.fixtures import (  # noqa: F401
     debian_host,
     fresh_debian_host,
+    netns_debian_host,
     pytest_configure,
     scripted_ssh,
 )

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -209,10 +210,15 @@ def chroot_run(
     check: bool = True,
     timeout: float | None = None,
     pass_fds: tuple[int, ...] = (),
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` with bash inside the chroot ``root`` (locally, not SSH)."""
+    """Run ``command`` with bash inside the chroot ``root`` (locally, not SSH).
+
+    ``prefix`` goes before ``chroot`` (``ip netns exec NS`` for a host in its
+    own network namespace).
+    """
     result = subprocess.run(
-        ["chroot", str(root), "/bin/bash", "-c", command],
+        [*prefix, "chroot", str(root), "/bin/bash", "-c", command],
         capture_output=True,
         text=True,
         env=dict(CHROOT_ENV),
@@ -251,6 +257,34 @@ def _write_resolv_conf(root: Path) -> None:
     if target.is_symlink() or target.exists():
         target.unlink()
     target.write_text(Path("/etc/resolv.conf").read_text())
+    _pin_mirror_address(root)
+
+
+def _pin_mirror_address(root: Path, attempts: int = 5) -> None:
+    """Put the mirror's address in the host's /etc/hosts.
+
+    The machine's name server fails now and then under load ("Temporary
+    failure resolving"); resolving the mirror once here, with retries, keeps
+    that out of every apt run in the host. Nothing is pinned if it cannot be
+    resolved at all: apt then reports the failure itself.
+    """
+    name = urllib.parse.urlparse(debian_mirror()).hostname
+    if not name:
+        return
+    for attempt in range(attempts):
+        try:
+            address = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError:
+            time.sleep(1 + attempt)
+            continue
+        hosts = root / "etc/hosts"
+        kept = [
+            line
+            for line in (hosts.read_text() if hosts.exists() else "").splitlines()
+            if not line.rstrip().endswith(f" {name}")
+        ]
+        hosts.write_text("\n".join([*kept, f"{address} {name}"]) + "\n")
+        return
 
 
 # --------------------------------------------------------------------------
@@ -402,10 +436,54 @@ def _cleanup_stale_entries(registry: Path) -> list[Path]:
         if _process_start_time(owner) == started:
             continue  # owner still alive
         kill_rooted_at(root)
+        netns, link = info.get("netns"), info.get("link")
+        if netns:
+            remove_netns(netns)
+        if link:
+            remove_link(link)
         remove_tree(root)
         entry.unlink(missing_ok=True)
         cleaned.append(root)
     return cleaned
+
+
+def netns_exists(name: str) -> bool:
+    return (Path("/run/netns") / name).exists()
+
+
+def remove_netns(name: str, timeout: float = 10.0) -> None:
+    """Kill every process in network namespace ``name``, then delete it.
+
+    Deleting the namespace destroys the veth end inside it, and with it the
+    peer on the machine's side.  Missing namespaces are ignored.
+    """
+    if not netns_exists(name):
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run(
+            ["ip", "netns", "pids", name], capture_output=True, text=True
+        )
+        pids = [int(pid) for pid in listed.stdout.split()]
+        if not pids:
+            break
+        if time.monotonic() > deadline:
+            raise DebianHostError(f"processes in netns {name} survived: {pids}")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    result = subprocess.run(
+        ["ip", "netns", "delete", name], capture_output=True, text=True
+    )
+    if result.returncode != 0 and netns_exists(name):
+        raise DebianHostError(f"could not delete netns {name}: {result.stderr}")
+
+
+def remove_link(name: str) -> None:
+    """Delete network link ``name`` of the machine's namespace if it exists."""
+    if Path("/sys/class/net", name).exists():
+        subprocess.run(["ip", "link", "delete", name], capture_output=True)
 
 
 # --------------------------------------------------------------------------
@@ -451,6 +529,8 @@ class DebianHost:
         self._sshd: subprocess.Popen[bytes] | None = None
         self._registry_entry: Path | None = None
         self._started = False
+        #: Goes before ``chroot`` in every local command and for sshd.
+        self.command_prefix: tuple[str, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -485,6 +565,7 @@ class DebianHost:
             )
             (self.root / _COMPLETE_MARKER).unlink(missing_ok=True)
             mount_pseudo_filesystems(self.root)
+            self._prepare_network()
             self._configure()
             self._start_sshd_on_free_port()
         except BaseException:
@@ -501,6 +582,8 @@ class DebianHost:
         self._stop_sshd_process()
         if self.root.exists():
             kill_rooted_at(self.root)
+        self._release_network()
+        if self.root.exists():
             remove_tree(self.root)
         if self._registry_entry is not None:
             self._registry_entry.unlink(missing_ok=True)
@@ -518,10 +601,23 @@ class DebianHost:
                     "pid": os.getpid(),
                     "start": _process_start_time(os.getpid()),
                     "root": str(self.root.resolve()),
+                    **self._registry_extra(),
                 }
             )
         )
         self._registry_entry = entry
+
+    # -- network hooks (the namespaced host overrides them) -------------------
+
+    def _registry_extra(self) -> dict[str, str]:
+        """More for the stale-host registry: ``netns`` and ``link`` names."""
+        return {}
+
+    def _prepare_network(self) -> None:
+        """Set up what sshd needs to listen on :attr:`host` (nothing on loopback)."""
+
+    def _release_network(self) -> None:
+        """Undo :meth:`_prepare_network`; runs after the host's processes died."""
 
     def _configure(self) -> None:
         policy = self.root / "usr/sbin/policy-rc.d"
@@ -568,6 +664,7 @@ class DebianHost:
         with open(self.sshd_log, "ab") as log:
             self._sshd = subprocess.Popen(
                 [
+                    *self.command_prefix,
                     "chroot",
                     str(self.root),
                     "/usr/sbin/sshd",
@@ -576,7 +673,7 @@ class DebianHost:
                     "-p",
                     str(port),
                     "-o",
-                    f"ListenAddress={LOOPBACK}",
+                    f"ListenAddress={self.host}",
                     "-o",
                     "PermitRootLogin=prohibit-password",
                 ],
@@ -605,7 +702,7 @@ class DebianHost:
                     + self.sshd_log.read_text(errors="replace")[-2000:]
                 )
             try:
-                with socket.create_connection((LOOPBACK, port), timeout=2) as sock:
+                with socket.create_connection((self.host, port), timeout=2) as sock:
                     if sock.recv(64).startswith(b"SSH-"):
                         return
             except OSError:
@@ -654,11 +751,12 @@ class DebianHost:
         return keys
 
     def known_hosts_text(self) -> str:
-        """The host's current keys as known_hosts content (``[127.0.0.1]:PORT ...``)."""
-        return "".join(
-            f"[{self.host}]:{self.port} {line}\n"
-            for line in self.host_public_keys().values()
-        )
+        """The host's current keys as known_hosts content (``[127.0.0.1]:PORT ...``).
+
+        On port 22 the host is written bare, as OpenSSH does.
+        """
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return "".join(f"{name} {line}\n" for line in self.host_public_keys().values())
 
     # -- inspection ----------------------------------------------------------
 
@@ -673,7 +771,22 @@ class DebianHost:
         process's output (``nohup cmd >/dev/null 2>&1 &``), or this waits
         for it: the captured pipes stay open while it runs.
         """
-        return chroot_run(self.root, cmd, check=check, timeout=timeout)
+        return chroot_run(
+            self.root, cmd, check=check, timeout=timeout, prefix=self.command_prefix
+        )
+
+    def ensure_packages(self, *packages: str) -> None:
+        """Install ``packages`` in the host (for test tooling) unless present.
+
+        They are marked as installed by hand, so that a product script's
+        ``apt-get autoremove`` leaves them alone.
+        """
+        names = " ".join(packages)
+        self.run(
+            f"dpkg -s {names} >/dev/null 2>&1 || "
+            f"(apt-get update -q && apt-get install -y -q {names}); "
+            f"apt-mark manual {names} >/dev/null"
+        )
 
     def pids(self, *, include_listener: bool = True) -> list[int]:
         """PIDs of all processes on this machine whose root is the chroot.

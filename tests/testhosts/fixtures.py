@@ -11,6 +11,9 @@ Load them from any test suite with::
   ``fresh_debian_host``.
 - ``fresh_debian_host`` (function): a new host for one test (~2 s to start
   once the base image is cached).
+- ``netns_debian_host`` (session): a running :class:`NamespacedDebianTestHost`,
+  the same Debian host in its own network namespace (for firewall tests: its
+  rules never touch this machine's); share it and undo your changes.
 - ``scripted_ssh`` (function): a running :class:`ScriptedSSHTestServer` that
   accepts ``.client_key``, with no rules.
 
@@ -30,6 +33,7 @@ import asyncssh
 import pytest
 
 from tests.testhosts.debian_host import DebianHost
+from tests.testhosts.netns_host import NamespacedDebianHost
 from tests.testhosts.scripted_ssh import ScriptedSSHServer
 
 _Connecting = AbstractAsyncContextManager[asyncssh.SSHClientConnection]
@@ -65,6 +69,10 @@ class DebianTestHost(DebianHost):
         }
         kwargs.update(options)
         return asyncssh.connect(self.host, self.port, **kwargs)
+
+
+class NamespacedDebianTestHost(DebianTestHost, NamespacedDebianHost):
+    """A :class:`DebianTestHost` in its own network namespace."""
 
 
 class ScriptedSSHTestServer(ScriptedSSHServer):
@@ -105,6 +113,16 @@ def debian_host(
 ) -> Iterator[DebianTestHost]:
     key = asyncssh.generate_private_key("ssh-ed25519")
     with DebianTestHost(tmp_path_factory.mktemp("debian-host"), key) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def netns_debian_host(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[NamespacedDebianTestHost]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    workdir = tmp_path_factory.mktemp("netns-host")
+    with NamespacedDebianTestHost(workdir, key) as host:
         yield host
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -61,43 +62,77 @@ def test_it_shows_only_the_buttons_the_status_allows(
 
     assert response.status_code == 200
     assert offered_actions(response.content, server, "redis") == expected
-    assert f'badge-{status}">{status}<' in response.content.decode()
+    assert f'badge-{status}"><span aria-hidden="true">' in response.content.decode()
+    assert f"{status}</span>" in response.content.decode()
     # The kinds without a record offer Install and nothing else.
     assert offered_actions(response.content, server, "mariadb") == {"install"}
     assert offered_actions(response.content, server, "mysql") == {"install"}
 
 
-def test_it_asks_what_happens_to_the_data_on_remove(
+def test_it_asks_what_happens_to_the_data_on_a_confirm_step_before_remove(
     signed_in: Client, server: Server, make_database: Callable[..., Database]
 ) -> None:
     make_database(server, "redis", RecordStatus.ACTIVE)
+    before = snapshot()
 
-    response = signed_in.get(reverse("server-detail", args=[server.name]))
+    page = signed_in.get(reverse("server-detail", args=[server.name]))
+    # The row's Remove only leads to the confirm step: a GET form.
+    url = action_url(server, "redis", "remove")
+    assert f'<form method="get" action="{url}">' in page.content.decode()
+    response = signed_in.get(url)
 
     text = response.content.decode()
+    assert response.status_code == 200
     assert 'name="data" value="keep" required' in text
     assert 'name="data" value="delete" required' in text
     assert "keep (moved to /var/backups/brokeforge)" in text
-    # Neither answer is chosen for the person (other forms may check boxes).
+    # Neither answer is chosen for the person.
     radios = [line for line in text.splitlines() if 'name="data"' in line]
     assert radios
     assert not any(" checked" in line for line in radios)
+    assert "Remove Redis from web-1?" in page_text(response.content)
+    assert snapshot() == before
 
 
-def test_it_shows_a_failed_records_error_in_full(
+def test_it_does_not_remove_without_the_confirm_step(
     signed_in: Client, server: Server, make_database: Callable[..., Database]
+) -> None:
+    make_database(server, "redis", RecordStatus.ACTIVE)
+    before = snapshot()
+
+    response = signed_in.post(action_url(server, "redis", "remove"), {"data": "delete"})
+
+    assert response.status_code == 200
+    assert re.search(r'value="delete"[^>]* checked', response.content.decode())
+    assert snapshot() == before
+
+
+def test_it_shows_the_first_lines_of_a_failed_records_error_and_links_the_rest(
+    signed_in: Client,
+    server: Server,
+    make_database: Callable[..., Database],
+    make_operation: Callable[..., Operation],
 ) -> None:
     error = (
         "E: Unable to locate package redis-server\n"
-        "dpkg said <nothing> & 'gave up'\n" + "x" * 3000
+        "dpkg said <nothing> & 'gave up'\nthird\nfourth\nfifth line, not shown"
     )
-    make_database(server, "redis", RecordStatus.FAILED, error_message=error)
+    record = make_database(server, "redis", RecordStatus.FAILED, error_message=error)
+    operation = make_operation(record, state=OperationState.FAILED, error_message=error)
 
     response = signed_in.get(reverse("server-detail", args=[server.name]))
 
-    assert error in page_text(response.content)
+    text = page_text(response.content)
+    assert error.rsplit("\n", 1)[0] in text
+    assert "fifth line, not shown" not in text
     assert b"<nothing>" not in response.content
     assert b"dpkg said &lt;nothing&gt; &amp; &#x27;gave up&#x27;" in response.content
+    link = reverse("operation-detail", args=[operation.pk])
+    assert (
+        f'href="{link}">Full error and output (operation #{operation.pk})</a>' in text
+    )
+    full = signed_in.get(link)
+    assert error in page_text(full.content)
 
 
 def test_it_says_which_operation_a_busy_record_waits_for(
@@ -130,7 +165,8 @@ def test_it_shows_the_version_and_latest_operation(
 
     response = signed_in.get(reverse("server-detail", args=[server.name]))
 
-    row = response.context["rows"][0]
+    databases = response.context["families"][0]
+    row = databases.kinds[0].rows[0]
     assert (row.kind, row.operation) == ("redis", latest)
     text = page_text(response.content)
     assert "7.0.15" in text
@@ -146,7 +182,7 @@ FORGED = [
     (RecordStatus.INSTALLING, "install", {}),
     (RecordStatus.INSTALLING, "update", {}),
     (RecordStatus.INSTALLING, "retry", {}),
-    (RecordStatus.INSTALLING, "remove", {"data": "keep"}),
+    (RecordStatus.INSTALLING, "remove", {"data": "keep", "confirm": "y"}),
     (RecordStatus.PENDING, "remove", {"data": "delete"}),
     (RecordStatus.UPDATING, "update", {}),
     (RecordStatus.UNINSTALLING, "retry", {}),
@@ -176,20 +212,33 @@ def test_it_refuses_a_forged_action_and_changes_nothing(
     assert snapshot() == before
 
 
-@pytest.mark.parametrize("data", [{}, {"data": ""}, {"data": "maybe"}])
-def test_it_refuses_remove_without_a_data_choice(
+@pytest.mark.parametrize(
+    ("data", "complaint"),
+    [
+        ({}, "Choose its data."),
+        ({"data": ""}, "Choose its data."),
+        ({"data": "maybe"}, "&#x27;maybe&#x27; is not one of: keep, delete."),
+    ],
+)
+def test_it_refuses_remove_without_a_data_choice_next_to_the_field(
     signed_in: Client,
     server: Server,
     make_database: Callable[..., Database],
     data: dict[str, str],
+    complaint: str,
 ) -> None:
     make_database(server, "redis", RecordStatus.ACTIVE)
     before = snapshot()
 
-    response = signed_in.post(action_url(server, "redis", "remove"), data, follow=True)
+    response = signed_in.post(
+        action_url(server, "redis", "remove"), {**data, "confirm": "yes"}
+    )
 
-    text = page_text(response.content)
-    assert "Refused: say what happens to Redis's data (/var/lib/redis)" in text
+    assert response.status_code == 400
+    text = response.content.decode()
+    field = text[text.index('id="field-data"') :]
+    assert '<ul class="errorlist"' in field.split('name="data"')[0]
+    assert complaint in field
     assert snapshot() == before
 
 
@@ -235,7 +284,7 @@ def test_it_refuses_an_action_by_get(
 
     response = signed_in.get(action_url(server, "redis", "retry"))
 
-    assert response.status_code == 405
+    assert response.status_code == 302
     assert snapshot() == before
 
 
@@ -279,7 +328,7 @@ def test_it_installs(signed_in: Client, server: Server, user: User) -> None:
         ("remove", {"data": "delete"}, RecordStatus.UNINSTALLING),
     ],
 )
-def test_it_updates_and_removes_an_active_record(
+def test_it_updates_and_removes_an_active_record_once_confirmed(
     signed_in: Client,
     server: Server,
     make_database: Callable[..., Database],
@@ -289,7 +338,8 @@ def test_it_updates_and_removes_an_active_record(
 ) -> None:
     record = make_database(server, "redis", RecordStatus.ACTIVE)
 
-    response = signed_in.post(action_url(server, "redis", action), data)
+    form = {"data": data["data"], "confirm": "yes"} if data else {}
+    response = signed_in.post(action_url(server, "redis", action), form)
 
     assert response.status_code == 302
     record.refresh_from_db()

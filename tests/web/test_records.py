@@ -10,7 +10,7 @@ from django.urls import reverse
 from brokeforge.lifecycle.models import RecordStatus
 from brokeforge.packages.models import Database, SqlDatabase
 from brokeforge.servers.models import Server
-from tests.web.helpers import action_url, page_text
+from tests.web.helpers import action_url, page_text, plain_text
 
 pytestmark = pytest.mark.django_db
 
@@ -69,9 +69,26 @@ def test_it_refuses_a_bad_name_from_the_form_and_creates_nothing(
         follow=True,
     )
 
-    assert "Refused: database name 'x;$(id)' is not allowed" in page_text(
-        response.content
+    assert response.status_code == 400
+    form = page_text(response.content).split('id="create-database"')[1]
+    assert "database name 'x;$(id)' is not allowed" in form.split("</form>")[0]
+    assert 'name="name" value="x;$(id)"' in form
+    assert not SqlDatabase.objects.exists()
+
+
+def test_it_shows_a_missing_answer_next_to_its_field_and_never_echoes_a_secret(
+    signed_in: Client, server: Server
+):
+    response = signed_in.post(
+        action_url(server, "database", "install"),
+        {"engine": "mariadb", "name": "", "password": "pw-Secret-9"},
     )
+
+    assert response.status_code == 400
+    text = page_text(response.content)
+    field = text.split('id="field-database-name"')[1].split('<div class="field"')[0]
+    assert '<ul class="errorlist"><li>Enter ' in field
+    assert "pw-Secret-9" not in text
     assert not SqlDatabase.objects.exists()
 
 
@@ -101,9 +118,11 @@ def test_it_drops_one_database_among_several(signed_in: Client, server: Server):
         },
     )
     assert f'action="{url}"' in page.content.decode()
-    assert ">Drop</button>" in page.content.decode()
+    assert ">Drop…</button>" in page.content.decode()
+    confirm = signed_in.get(url)
+    assert "Drop database drop in MariaDB from web-1?" in plain_text(confirm.content)
 
-    signed_in.post(url)
+    signed_in.post(url, {"confirm": "yes"})
 
     drop.refresh_from_db()
     keep.refresh_from_db()

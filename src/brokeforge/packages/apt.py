@@ -30,10 +30,22 @@ DATA_FIELD = Field(
 # BF_LOCK_TIMEOUT seconds for a dpkg lock held by someone else, then fails
 # with its own "Could not get lock" message. `apt-get update` takes the lists
 # lock, which that option does not cover, so it is retried here while the
-# error is a busy lock.
+# error is a busy lock. Downloads are retried a few times (Acquire::Retries),
+# so a mirror or name server that hiccups once does not fail the operation.
 APT_FUNCTIONS = r"""
+# A package run cut short (a timeout, a cancel, a lost worker) leaves dpkg
+# "interrupted", and apt then refuses everything until it is finished: do
+# that first, so Retry works after any of those.
+bf_finish_interrupted() {
+  if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
+    echo "== finishing an interrupted earlier package run (dpkg --configure -a)"
+    dpkg --force-confdef --force-confold --configure -a
+  fi
+}
+
 bf_apt() {
-  apt-get -y -q -o DPkg::Lock::Timeout="$BF_LOCK_TIMEOUT" \
+  bf_finish_interrupted
+  apt-get -y -q -o DPkg::Lock::Timeout="$BF_LOCK_TIMEOUT" -o Acquire::Retries=3 \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
 }
 
@@ -54,7 +66,8 @@ bf_apt_update() {
   log=$(mktemp)
   while true; do
     status=0
-    apt-get -q -o DPkg::Lock::Timeout="$BF_LOCK_TIMEOUT" update 2>"$log" || status=$?
+    apt-get -q -o DPkg::Lock::Timeout="$BF_LOCK_TIMEOUT" -o Acquire::Retries=3 \
+      update 2>"$log" || status=$?
     cat "$log" >&2
     # apt-get update exits 0 when a source could not be fetched; installing
     # from stale lists would then fail with a misleading "Unable to locate".

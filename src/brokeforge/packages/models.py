@@ -155,6 +155,30 @@ class Site(PackageRecord):
         ]
 
 
+class FirewallRule(PackageRecord):
+    """One ufw rule on a server (its firewall must be active)."""
+
+    KIND = "firewall-rule"
+
+    #: One port ("80") or an inclusive range ("8000:8100").
+    port = models.CharField(max_length=11)
+    protocol = models.CharField(max_length=3)
+    #: "any", or a network in canonical form ("203.0.113.0/24").
+    source = models.CharField(max_length=49)
+    policy = models.CharField(max_length=5)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            # ufw itself keeps one rule per port, protocol and source: adding
+            # the same one with the other policy replaces it.
+            models.UniqueConstraint(
+                fields=["server", "port", "protocol", "source"],
+                name="one_firewall_rule_per_port_protocol_source",
+            )
+        ]
+
+
 class SiteRepository(PackageRecord):
     """The git repository a site is deployed from, with its own deploy key."""
 
@@ -217,3 +241,43 @@ class Deployment(PackageRecord):
             if line.startswith(self.COMMIT_MARK)
         ]
         return marks[-1] if marks else ""
+
+
+class Monitor(PackageRecord):
+    """The metrics collector on a server (one per server)."""
+
+    KIND = "monitoring"
+
+    #: Minutes between two samples (see packages.monitoring.INTERVALS).
+    interval = models.PositiveSmallIntegerField(default=5)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server"], name="one_monitor_per_server")
+        ]
+
+
+class MetricSample(models.Model):
+    """One sample the collector took on a server, as BrokeForge read it."""
+
+    server = models.ForeignKey(
+        "servers.Server", on_delete=models.CASCADE, related_name="metric_samples"
+    )
+    taken_at = models.DateTimeField()
+    #: Percent of CPU time busy, of memory used, of `/` used.
+    cpu = models.FloatField()
+    memory = models.FloatField()
+    disk = models.FloatField()
+    #: The 1-minute load average.
+    load = models.FloatField()
+
+    class Meta:
+        ordering = ["taken_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "taken_at"], name="one_metric_sample_per_time"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_id} {self.taken_at:%Y-%m-%d %H:%M:%S}"

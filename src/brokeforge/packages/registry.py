@@ -12,7 +12,9 @@ from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.packages.base import FAMILY_NAMES, PackageKind
 from brokeforge.packages.cron_task import CronTaskKind
 from brokeforge.packages.deployment import DeploymentKind
+from brokeforge.packages.firewall import Firewall, FirewallRuleKind
 from brokeforge.packages.mariadb import MariaDB
+from brokeforge.packages.monitoring import Monitoring
 from brokeforge.packages.mysql import MySQL
 from brokeforge.packages.nginx import Nginx
 from brokeforge.packages.php import Php
@@ -52,6 +54,9 @@ for _kind in (
     SiteKind(),
     SiteRepositoryKind(),
     DeploymentKind(),
+    Firewall(),
+    FirewallRuleKind(),
+    Monitoring(),
 ):
     register(_kind)
 

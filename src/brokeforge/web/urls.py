@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from brokeforge.web import views
+from brokeforge.web import events, views
 
 urlpatterns = [
     path("", views.server_list, name="server-list"),
@@ -17,6 +17,19 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("servers/<slug:name>/", views.server_detail, name="server-detail"),
+    path("servers/<slug:name>/events/", events.server_events, name="server-events"),
+    path("servers/<slug:name>/rows/<slug:key>/", views.record_row, name="record-row"),
+    path(
+        "servers/<slug:name>/operations/",
+        views.server_operations,
+        name="server-operations",
+    ),
+    path(
+        "servers/<slug:name>/operations/recent/",
+        views.server_operations_table,
+        name="server-operations-table",
+    ),
+    path("servers/<slug:name>/kinds/<slug:kind>/", views.kind_table, name="kind-table"),
     path("servers/<slug:name>/check/", views.server_check, name="server-check"),
     path("servers/<slug:name>/repin/", views.server_repin, name="server-repin"),
     path("servers/<slug:name>/remove/", views.server_remove, name="server-remove"),
@@ -36,4 +49,15 @@ urlpatterns = [
         name="record-action",
     ),
     path("operations/<int:pk>/", views.operation_detail, name="operation-detail"),
+    path(
+        "operations/<int:pk>/output/",
+        views.operation_output,
+        name="operation-output",
+    ),
+    path(
+        "operations/<int:pk>/cancel/",
+        views.operation_cancel,
+        name="operation-cancel",
+    ),
+    path("assets/<str:name>", views.static_file, name="asset"),
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import django_htmx
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -12,25 +14,40 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
-from brokeforge.lifecycle.models import Operation
+from brokeforge.lifecycle.machine import cancel, refusal
+from brokeforge.lifecycle.models import Action, Operation
+from brokeforge.packages import monitoring
 from brokeforge.packages.base import Field, PackageKind
 from brokeforge.packages.registry import KINDS
 from brokeforge.packages.service import request_action
 from brokeforge.servers.models import Server
 from brokeforge.servers.service import add_server, check_server, remove_server
+from brokeforge.web.access import visible_server, visible_servers
 from brokeforge.web.display import (
     ACTION_ORDER,
-    DATA_CHOICES,
-    database_rows,
+    FamilySection,
+    FormEntry,
     family_sections,
+    kind_section,
+    operations_of,
+    row_by_key,
+    row_key,
     status_counts,
+    waiting_text,
+    with_create_errors,
 )
+from brokeforge.web.events import latest_event_id
 from brokeforge.web.forms import ServerForm
+
+#: How many operations the server page lists; the operations page has more.
+RECENT_OPERATIONS = 20
+#: How many operations the operations page lists.
+OPERATIONS_PAGE = 200
 
 
 @require_http_methods(["GET", "POST"])
@@ -82,29 +99,99 @@ def server_list(request: HttpRequest) -> HttpResponse:
             )
             return redirect("server-detail", name=server.name)
     counts = status_counts()
-    servers = [(server, counts.get(server.pk, [])) for server in Server.objects.all()]
+    servers = [
+        (server, counts.get(server.pk, [])) for server in visible_servers(request.user)
+    ]
     return render(request, "web/server_list.html", {"servers": servers, "form": form})
 
 
 @login_required
 @require_GET
 def server_detail(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
-    operations = server.operations.select_related("requested_by").order_by("-id")
+    server = visible_server(request.user, name)
+    # Read the event mark before the rows: a change committed in between is
+    # then sent again by the stream, never lost.
+    after = latest_event_id()
+    return _render_server(request, server, family_sections(server), after=after)
+
+
+def _render_server(
+    request: HttpRequest,
+    server: Server,
+    families: list[FamilySection],
+    *,
+    after: int | None = None,
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "server": server,
-        "rows": database_rows(server),
-        "families": family_sections(server),
-        "operations": operations[:20],
-        "data_choices": DATA_CHOICES,
+        "families": families,
+        "metrics_chart": monitoring.chart(server),
+        "operations": _recent_operations(server),
+        "after": latest_event_id() if after is None else after,
     }
-    return render(request, "web/server_detail.html", context)
+    return render(request, "web/server_detail.html", context, status=status)
+
+
+@login_required
+@require_GET
+def record_row(request: HttpRequest, name: str, key: str) -> HttpResponse:
+    """One record's table row, re-rendered when its event arrives."""
+    server = visible_server(request.user, name)
+    row = row_by_key(server, key)
+    if row is None:
+        raise Http404("no such row")
+    context = {"server": server, "row": row}
+    return render(request, "web/_record_row.html", context)
+
+
+@login_required
+@require_GET
+def kind_table(request: HttpRequest, name: str, kind: str) -> HttpResponse:
+    """A kind's table of records, re-rendered when one appears or goes."""
+    server = visible_server(request.user, name)
+    if kind not in KINDS or not KINDS[kind].many:
+        raise Http404("no such kind with many records")
+    context = {"server": server, "section": kind_section(server, KINDS[kind])}
+    return render(request, "web/_kind_table.html", context)
+
+
+@login_required
+@require_GET
+def server_operations_table(request: HttpRequest, name: str) -> HttpResponse:
+    server = visible_server(request.user, name)
+    context = {"server": server, "operations": _recent_operations(server)}
+    return render(request, "web/partials/operations_table.html", context)
+
+
+@login_required
+@require_GET
+def server_operations(request: HttpRequest, name: str) -> HttpResponse:
+    """Every operation on a server, or on one of its rows (`?row=db-redis`)."""
+    server = visible_server(request.user, name)
+    key = request.GET.get("row", "")
+    row = row_by_key(server, key) if key else None
+    if key and row is None:
+        raise Http404("no such row")
+    operations = operations_of(server, key).select_related("requested_by")
+    context = {
+        "server": server,
+        "row": row,
+        "operations": operations[:OPERATIONS_PAGE],
+        "limit": OPERATIONS_PAGE,
+    }
+    return render(request, "web/server_operations.html", context)
+
+
+def _recent_operations(server: Server) -> list[Operation]:
+    operations = server.operations.select_related("requested_by").order_by("-id")
+    return list(operations[:RECENT_OPERATIONS])
 
 
 @login_required
 @require_POST
 def server_check(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     try:
         host_key_fingerprint = check_server(server)
     except OperationFailure as exc:
@@ -121,7 +208,7 @@ def server_check(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def server_repin(request: HttpRequest, name: str) -> HttpResponse:
     """Pin the key the server presents now (after a reinstall)."""
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     previous = server.host_key_fingerprint or "none"
     try:
         host_key_fingerprint = check_server(server, repin=True)
@@ -139,7 +226,7 @@ def server_repin(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 @require_POST
 def server_remove(request: HttpRequest, name: str) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     try:
         remove_server(server)
     except ActionRefused as exc:
@@ -152,7 +239,7 @@ def server_remove(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def database_action(
     request: HttpRequest, name: str, kind: str, action: str
 ) -> HttpResponse:
@@ -165,7 +252,7 @@ def database_action(
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def record_action(
     request: HttpRequest, name: str, kind: str, record_id: int, action: str
 ) -> HttpResponse:
@@ -183,7 +270,7 @@ def record_secret(
     POST only, and the page says not to be cached: it is never in a link, a
     log line or a message stored in the session.
     """
-    server = get_object_or_404(Server, name=name)
+    server = visible_server(request.user, name)
     if kind not in KINDS:
         raise Http404("no such package kind")
     package = KINDS[kind]
@@ -203,10 +290,19 @@ def record_secret(
 def _act(
     request: HttpRequest, name: str, kind_name: str, action: str, record_id: int | None
 ) -> HttpResponse:
-    server = get_object_or_404(Server, name=name)
+    """Act on a kind or record. Remove is destructive, so it takes a confirm
+    step: GET (or a POST without `confirm`) shows what it will do and asks
+    for the remove options; only the confirmed POST acts."""
+    server = visible_server(request.user, name)
     if kind_name not in KINDS or action not in ACTION_ORDER:
         raise Http404("no such package kind or action")
     kind = KINDS[kind_name]
+    if action == "remove":
+        return _remove(request, server, kind, record_id)
+    if request.method == "GET":
+        return redirect("server-detail", name=server.name)
+    if action == "install" and kind.many:
+        return _create(request, server, kind)
     try:
         operation = request_action(
             server,
@@ -219,15 +315,116 @@ def _act(
     except ActionRefused as exc:
         messages.error(request, f"Refused: {exc}")
     else:
-        what = kind.verb(operation.action).capitalize()
-        if action == "retry":
-            what = f"Retry ({kind.verb(operation.action)})"
-        messages.success(
-            request,
-            f"{what} of {operation.record_label} requested "
-            f"(operation #{operation.pk}, attempt {operation.attempt}).",
-        )
+        _say_requested(request, kind, action, operation)
     return redirect("server-detail", name=server.name)
+
+
+def _create(request: HttpRequest, server: Server, kind: PackageKind) -> HttpResponse:
+    """Create a record from a kind's form; errors go back next to the fields."""
+    errors = _field_errors(kind.fields, request.POST)
+    if not errors:
+        try:
+            operation = request_action(
+                server,
+                kind.name,
+                "install",
+                user=request.user,
+                params=_posted_params(request, kind, "install"),
+            )
+        except ActionRefused as exc:
+            errors = {"": [str(exc)]}
+        else:
+            _say_requested(request, kind, "install", operation)
+            return redirect("server-detail", name=server.name)
+    entries = tuple(
+        FormEntry(
+            field,
+            # A secret is never sent back to the browser.
+            "" if field.secret else request.POST.get(field.name, ""),
+            tuple(errors.get(field.name, [])),
+        )
+        for field in kind.fields
+    )
+    families = with_create_errors(
+        family_sections(server), kind.name, entries, tuple(errors.get("", []))
+    )
+    return _render_server(request, server, families, status=400)
+
+
+def _remove(
+    request: HttpRequest, server: Server, kind: PackageKind, record_id: int | None
+) -> HttpResponse:
+    key = row_key(kind.name, record_id or 0)
+    row = row_by_key(server, key)
+    if row is None:
+        raise Http404("no such record")
+    why = refusal(row.record, Action.REMOVE)
+    if why:
+        messages.error(request, f"Refused: {why}")
+        return redirect("server-detail", name=server.name)
+    confirmed = request.method == "POST" and "confirm" in request.POST
+    errors = _field_errors(kind.remove_fields, request.POST) if confirmed else {}
+    if confirmed and not errors:
+        try:
+            operation = request_action(
+                server,
+                kind.name,
+                "remove",
+                user=request.user,
+                params=_posted_params(request, kind, "remove"),
+                record_id=record_id,
+            )
+        except ActionRefused as exc:
+            errors = {"": [str(exc)]}
+        else:
+            _say_requested(request, kind, "remove", operation)
+            return redirect("server-detail", name=server.name)
+    fields = [
+        (field, request.POST.get(field.name, ""), errors.get(field.name, []))
+        for field in kind.remove_fields
+    ]
+    context = {
+        "server": server,
+        "row": row,
+        "fields": fields,
+        "errors": errors.get("", []),
+        "url": request.path,
+    }
+    status = 400 if errors else 200
+    return render(request, "web/confirm_remove.html", context, status=status)
+
+
+def _field_errors(fields: Sequence[Field], posted: QueryDict) -> dict[str, list[str]]:
+    """What a person must fix in a form, by field name, before it is sent on.
+
+    Only what the form itself can tell (a missing answer, an answer not on
+    offer); the kind's `clean_params` still validates everything.
+    """
+    errors: dict[str, list[str]] = {}
+    for field in fields:
+        value = posted.get(field.name, "")
+        if field.boolean:
+            continue
+        if field.required and not value:
+            verb = "Choose" if field.choices else "Enter"
+            errors[field.name] = [f"{verb} {field.label.lower()}."]
+        elif value and field.choices and value not in dict(field.choices):
+            offered = ", ".join(v for v, _ in field.choices)
+            errors[field.name] = [f"{value!r} is not one of: {offered}."]
+    return errors
+
+
+def _say_requested(
+    request: HttpRequest, kind: PackageKind, action: str, operation: Operation
+) -> None:
+    what = kind.verb(operation.action).capitalize()
+    if action == "retry":
+        what = f"Retry ({kind.verb(operation.action)})"
+    messages.success(
+        request,
+        f"{what} of {operation.record_label} requested "
+        f"(operation #{operation.pk}, attempt {operation.attempt}).",
+    )
 
 
 def _posted_params(
@@ -255,7 +452,82 @@ def _posted_params(
 @login_required
 @require_GET
 def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    operation = get_object_or_404(
-        Operation.objects.select_related("server", "requested_by"), pk=pk
+    operation = _visible_operation(request, pk)
+    context = {
+        "operation": operation,
+        "position": operation.output_dropped + len(operation.output),
+        "waiting": waiting_text(operation),
+    }
+    return render(request, "web/operation_detail.html", context)
+
+
+@login_required
+@require_GET
+def operation_output(request: HttpRequest, pk: int) -> HttpResponse:
+    """The output after `?offset=` (a position in the whole stream), for the tail.
+
+    While the operation runs, the answer ends with the element that asks for
+    the next part; once it ended, it also refreshes the summary.
+    """
+    operation = _visible_operation(request, pk)
+    try:
+        offset = max(0, int(request.GET.get("offset", "0")))
+    except ValueError:
+        return HttpResponse("offset must be a whole number\n", status=400)
+    dropped = operation.output_dropped
+    skipped = max(0, dropped - offset)
+    context = {
+        "operation": operation,
+        "text": operation.output[max(0, offset - dropped) :],
+        "skipped": skipped,
+        "position": dropped + len(operation.output),
+        "waiting": waiting_text(operation),
+    }
+    return render(request, "web/partials/output_tail.html", context)
+
+
+@login_required
+@require_POST
+def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel a queued or running operation; a finished one is refused."""
+    operation = _visible_operation(request, pk)
+    try:
+        cancelled = cancel(operation, user=request.user)
+    except ActionRefused as exc:
+        messages.error(request, f"Refused: {exc}")
+    else:
+        if cancelled.is_finished:
+            messages.success(request, f"Cancelled {cancelled.describe()}.")
+        else:
+            messages.success(
+                request,
+                f"Cancelling {cancelled.describe()}: its remote commands are "
+                "being stopped.",
+            )
+    if request.POST.get("back") == "operation":
+        return redirect("operation-detail", pk=pk)
+    return redirect("server-detail", name=operation.server.name)
+
+
+def _visible_operation(request: HttpRequest, pk: int) -> Operation:
+    operations = Operation.objects.select_related("server", "requested_by").filter(
+        server__in=visible_servers(request.user)
     )
-    return render(request, "web/operation_detail.html", {"operation": operation})
+    return get_object_or_404(operations, pk=pk)
+
+
+_STATIC = {
+    "htmx.js": "htmx-2.min.js",
+    "htmx-sse.js": "ext/hx-sse-2.min.js",
+}
+
+
+@require_GET
+def static_file(request: HttpRequest, name: str) -> HttpResponse:
+    """htmx and its SSE extension, as django-htmx ships them (no build step)."""
+    if name not in _STATIC:
+        raise Http404("no such file")
+    path = Path(django_htmx.__file__).parent / "static/django_htmx" / _STATIC[name]
+    response = HttpResponse(path.read_bytes(), content_type="text/javascript")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
