@@ -49,20 +49,8 @@ bf_apt() {
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
 }
 
-# An earlier run killed inside dpkg (a timeout, a cancel, a lost worker)
-# leaves packages half-configured, and apt refuses to go on until
-# `dpkg --configure -a` finishes them: do that first, so Retry works.
-bf_dpkg_recover() {
-  if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] \
-    || dpkg --audit 2>/dev/null | grep -q .; then
-    echo "finishing an interrupted package installation (dpkg --configure -a)"
-    dpkg --force-confdef --force-confold --configure -a
-  fi
-}
-
 bf_apt_update() {
   local deadline=$((SECONDS + BF_LOCK_TIMEOUT)) log status
-  bf_dpkg_recover
   log=$(mktemp)
   while true; do
     status=0
