@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -100,3 +101,15 @@ def run_now(operation: Operation, worker: str = TEST_WORKER) -> Operation:
     OperationRunner(operation.pk, worker).run()
     operation.refresh_from_db()
     return operation
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_umask() -> Iterator[None]:
+    """Undo the umask a test leaves behind (`cli.main` sets 077 for its data
+    directory). Left in place, every file the rest of the session writes is
+    private, and a test host's /etc/resolv.conf unreadable to apt's sandbox
+    user: apt then fails with "Temporary failure resolving"."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)

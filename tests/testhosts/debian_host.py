@@ -257,6 +257,7 @@ def _write_resolv_conf(root: Path) -> None:
     if target.is_symlink() or target.exists():
         target.unlink()
     target.write_text(Path("/etc/resolv.conf").read_text())
+    target.chmod(0o644)  # apt resolves as its sandbox user, whatever the umask
     _pin_mirror_address(root)
 
 
@@ -290,6 +291,7 @@ def _pin_mirror_address(root: Path, attempts: int = 5) -> None:
             if not line.rstrip().endswith(f" {name}")
         ]
         hosts.write_text("\n".join([*kept, f"{address} {name}"]) + "\n")
+        hosts.chmod(0o644)
         return
 
 
