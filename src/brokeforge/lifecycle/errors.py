@@ -27,6 +27,21 @@ class ActionRefused(Exception):
     """
 
 
+class InvalidOption(ActionRefused):
+    """An option a person gave is wrong in itself, whatever the record's state.
+
+    `field` is the option's name as the API, the web form and the CLI use it
+    (`domain`, `schedule`, `port`...), so each can show `message` next to it:
+    the API answers 400 naming the field where a plain `ActionRefused`
+    answers 409.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
 class OperationCancelled(OperationFailure):
     """A person cancelled the running operation; the remote command was killed."""
 

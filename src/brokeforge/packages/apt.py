@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import InvalidOption
 from brokeforge.lifecycle.models import Action, Operation
+from brokeforge.packages import validators
 from brokeforge.packages.base import Field, HostFacts, PackageKind
 
 BACKUP_DIR = "/var/backups/brokeforge"
@@ -152,13 +153,12 @@ class AptServiceKind(PackageKind):
         if action != Action.REMOVE or not self.data_dir:
             return super().clean_params(action, params)
         data = params.get("data")
-        unknown = set(params) - {"data"}
-        if unknown:
-            raise ActionRefused(f"unknown option for remove: {', '.join(unknown)}")
+        validators.refuse_unknown(params, {"data"}, "unknown option for remove")
         if data not in DATA_CHOICES:
-            raise ActionRefused(
+            raise InvalidOption(
+                "data",
                 f"say what happens to {self.label}'s data ({self.data_dir}): "
-                f"'keep' moves it to {BACKUP_DIR}, 'delete' deletes it"
+                f"'keep' moves it to {BACKUP_DIR}, 'delete' deletes it",
             )
         return {"data": data}
 

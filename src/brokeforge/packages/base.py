@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from django.db import connections, models
 
-from brokeforge.lifecycle.errors import ActionRefused, OperationFailure
+from brokeforge.lifecycle.errors import InvalidOption, OperationFailure
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation
 
 if TYPE_CHECKING:
@@ -307,9 +307,13 @@ class PackageKind:
         return None
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate what the person chose for `action`; ActionRefused if wrong."""
+        """Validate what the person chose for `action`; `InvalidOption` naming
+        the option when one is wrong (a plain `ActionRefused` only for what
+        is no option's fault)."""
         if params:
-            raise ActionRefused(f"{action} of {self.label} takes no options")
+            raise InvalidOption(
+                sorted(params)[0], f"{action} of {self.label} takes no options"
+            )
         return {}
 
     def script(

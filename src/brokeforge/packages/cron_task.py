@@ -137,15 +137,17 @@ class CronTaskKind(PackageKind):
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         if action != Action.INSTALL:
             return super().clean_params(action, params)
-        unknown = set(params) - {f.name for f in self.fields}
-        if unknown:
-            raise ActionRefused(f"unknown option: {', '.join(sorted(unknown))}")
-        return {
-            "name": validators.slug(params.get("name"), "task name", 48),
-            "schedule": schedule(params.get("schedule")),
-            "user": validators.unix_user(params.get("user") or "root"),
-            "command": validators.command(params.get("command")),
-        }
+        validators.refuse_unknown(params, {f.name for f in self.fields})
+        clean: dict[str, Any] = {}
+        with validators.option("name"):
+            clean["name"] = validators.slug(params.get("name"), "task name", 48)
+        with validators.option("schedule"):
+            clean["schedule"] = schedule(params.get("schedule"))
+        with validators.option("user"):
+            clean["user"] = validators.unix_user(params.get("user") or "root")
+        with validators.option("command"):
+            clean["command"] = validators.command(params.get("command"))
+        return clean
 
     def unique_clash(
         self, server: Server, clean: Mapping[str, Any]

@@ -40,10 +40,9 @@ class DeploymentKind(PackageKind):
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         if action != Action.INSTALL:
             return super().clean_params(action, params)
-        unknown = set(params) - {"domain"}
-        if unknown:
-            raise ActionRefused(f"unknown option: {', '.join(sorted(unknown))}")
-        return {"domain": validators.domain(params.get("domain"), "site")}
+        validators.refuse_unknown(params, {"domain"})
+        with validators.option("domain"):
+            return {"domain": validators.domain(params.get("domain"), "site")}
 
     def identity(self, record: ManagedRecord) -> dict[str, Any]:
         assert isinstance(record, Deployment)

@@ -19,8 +19,9 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import ActionRefused, InvalidOption
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation
+from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
 from brokeforge.packages.base import Field, HostFacts, PackageKind
 from brokeforge.packages.models import FirewallRule
@@ -120,19 +121,24 @@ def _choice(params: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> s
 
 def clean_rule(params: Mapping[str, Any]) -> dict[str, str]:
     """Validate a rule's options; the result is safe for a shell and for ufw."""
-    unknown = sorted(set(params) - {"port", "protocol", "source", "policy"})
-    if unknown:
-        raise ActionRefused(f"unknown option for a firewall rule: {', '.join(unknown)}")
-    port = clean_port(params.get("port"))
-    protocol = _choice(params, "protocol", PROTOCOLS)
+    validators.refuse_unknown(
+        params,
+        {"port", "protocol", "source", "policy"},
+        "unknown option for a firewall rule",
+    )
+    with validators.option("port"):
+        port = clean_port(params.get("port"))
+    with validators.option("protocol"):
+        protocol = _choice(params, "protocol", PROTOCOLS)
     if ":" in port and protocol == "any":
-        raise ActionRefused("a port range needs a protocol: choose tcp or udp")
-    return {
-        "port": port,
-        "protocol": protocol,
-        "source": clean_source(params.get("source")),
-        "policy": _choice(params, "policy", POLICIES),
-    }
+        raise InvalidOption(
+            "protocol", "a port range needs a protocol: choose tcp or udp"
+        )
+    with validators.option("source"):
+        source = clean_source(params.get("source"))
+    with validators.option("policy"):
+        policy = _choice(params, "policy", POLICIES)
+    return {"port": port, "protocol": protocol, "source": source, "policy": policy}
 
 
 def covers(port: str, protocol: str, ssh_port: int) -> bool:

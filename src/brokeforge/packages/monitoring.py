@@ -27,6 +27,7 @@ from django.conf import settings
 
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation
+from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
 from brokeforge.packages.base import Field, HostFacts, PackageKind
 from brokeforge.packages.models import MetricSample, Monitor
@@ -129,15 +130,15 @@ class Monitoring(PackageKind):
     )
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(params) - {"interval"})
-        if unknown or (action == Action.REMOVE and params):
-            raise ActionRefused(
-                f"unknown option for {action} of monitoring: {', '.join(params)}"
-            )
-        if action == Action.INSTALL:
-            return {"interval": clean_interval(params.get("interval", 5))}
-        if action == Action.UPDATE and "interval" in params:
-            return {"interval": clean_interval(params["interval"])}
+        allowed = set() if action == Action.REMOVE else {"interval"}
+        validators.refuse_unknown(
+            params, allowed, f"unknown option for {action} of monitoring"
+        )
+        with validators.option("interval"):
+            if action == Action.INSTALL:
+                return {"interval": clean_interval(params.get("interval", 5))}
+            if action == Action.UPDATE and "interval" in params:
+                return {"interval": clean_interval(params["interval"])}
         return {}
 
     def new_record(self, server: Server, clean: Mapping[str, Any]) -> ManagedRecord:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import InvalidOption
 from brokeforge.lifecycle.models import Action, ManagedRecord, Operation
 from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
@@ -75,24 +75,24 @@ class Php(PackageKind):
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         allowed = {"install": {"version", "default_cli"}, "update": {"default_cli"}}
-        unknown = set(params) - allowed.get(action, set())
-        if unknown:
-            raise ActionRefused(
-                f"unknown option for {action}: {', '.join(sorted(unknown))}"
-            )
+        validators.refuse_unknown(
+            params, allowed.get(action, set()), f"unknown option for {action}"
+        )
         clean: dict[str, Any] = {}
         if action == Action.INSTALL:
             version = params.get("version")
             if not isinstance(version, str) or not VERSION.fullmatch(version):
-                raise ActionRefused(
+                raise InvalidOption(
+                    "version",
                     f"PHP version {str(version)[:20]!r} is not valid: give it as "
-                    "major.minor, e.g. 8.2"
+                    "major.minor, e.g. 8.2",
                 )
             clean["version"] = version
         if "default_cli" in params:
-            clean["default_cli"] = validators.boolean(
-                params["default_cli"], "default_cli"
-            )
+            with validators.option("default_cli"):
+                clean["default_cli"] = validators.boolean(
+                    params["default_cli"], "default_cli"
+                )
         return clean
 
     def new_record(self, server: Server, clean: Mapping[str, Any]) -> ManagedRecord:

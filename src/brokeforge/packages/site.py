@@ -14,7 +14,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import ActionRefused, InvalidOption
 from brokeforge.lifecycle.models import Action, ManagedRecord
 from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
@@ -115,28 +115,33 @@ class SiteKind(PackageKind):
         if action == Action.REMOVE:
             files = params.get("files")
             if set(params) - {"files"} or files not in ("keep", "delete"):
-                raise ActionRefused(
+                raise InvalidOption(
+                    "files",
                     "say what happens to the site's files: 'keep' leaves the web "
-                    "root as it is, 'delete' deletes it"
+                    "root as it is, 'delete' deletes it",
                 )
             return {"files": files}
         if action != Action.INSTALL:
             return super().clean_params(action, params)
-        unknown = set(params) - {f.name for f in self.fields}
-        if unknown:
-            raise ActionRefused(f"unknown option: {', '.join(sorted(unknown))}")
-        name = validators.domain(params.get("domain"))
+        validators.refuse_unknown(params, {f.name for f in self.fields})
+        with validators.option("domain"):
+            name = validators.domain(params.get("domain"))
         aliases = str(params.get("aliases") or "").replace(",", " ").split()
         if len(aliases) > MAX_ALIASES:
-            raise ActionRefused(f"give at most {MAX_ALIASES} aliases")
-        clean_aliases = [validators.domain(a, "alias") for a in aliases]
+            raise InvalidOption("aliases", f"give at most {MAX_ALIASES} aliases")
+        with validators.option("aliases"):
+            clean_aliases = [validators.domain(a, "alias") for a in aliases]
         php = str(params.get("php_version") or "")
         if php and not VERSION.fullmatch(php):
-            raise ActionRefused(f"PHP version {php[:20]!r} is not valid: e.g. 8.2")
+            raise InvalidOption(
+                "php_version", f"PHP version {php[:20]!r} is not valid: e.g. 8.2"
+            )
+        with validators.option("web_root"):
+            root = web_root(params.get("web_root"), name)
         return {
             "domain": name,
             "aliases": " ".join(a for a in clean_aliases if a != name),
-            "web_root": web_root(params.get("web_root"), name),
+            "web_root": root,
             "php_version": php,
         }
 

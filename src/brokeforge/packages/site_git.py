@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from brokeforge.crypto import encrypt
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import ActionRefused, InvalidOption
 from brokeforge.lifecycle.models import Action, ManagedRecord
 from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
@@ -86,21 +86,23 @@ class SiteRepositoryKind(PackageKind):
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         if action != Action.INSTALL:
             return super().clean_params(action, params)
-        unknown = set(params) - {f.name for f in self.fields}
-        if unknown:
-            raise ActionRefused(f"unknown option: {', '.join(sorted(unknown))}")
+        validators.refuse_unknown(params, {f.name for f in self.fields})
         script = str(params.get("deploy_script") or "").replace("\r\n", "\n")
         if len(script) > MAX_DEPLOY_SCRIPT or "\x00" in script:
-            raise ActionRefused(
+            raise InvalidOption(
+                "deploy_script",
                 f"the deploy script must be text of at most {MAX_DEPLOY_SCRIPT} "
-                "characters"
+                "characters",
             )
-        return {
-            "domain": validators.domain(params.get("domain"), "site"),
-            "url": validators.git_url(params.get("url")),
-            "branch": validators.git_branch(params.get("branch") or "main"),
-            "deploy_script": script,
-        }
+        get = params.get
+        clean = validators.each(
+            {
+                "domain": lambda: validators.domain(get("domain"), "site"),
+                "url": lambda: validators.git_url(get("url")),
+                "branch": lambda: validators.git_branch(get("branch") or "main"),
+            }
+        )
+        return {**clean, "deploy_script": script}
 
     def new_record(self, server: Server, clean: Mapping[str, Any]) -> ManagedRecord:
         private, public = generate_key_pair()

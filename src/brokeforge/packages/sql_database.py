@@ -19,8 +19,9 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import ActionRefused, InvalidOption
 from brokeforge.lifecycle.models import Action, ManagedRecord
+from brokeforge.packages import validators
 from brokeforge.packages.base import (
     Field,
     HostFacts,
@@ -131,22 +132,22 @@ class Database(PackageKind):
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         if action != Action.INSTALL:
             return super().clean_params(action, params)
-        unknown = set(params) - {field.name for field in self.fields}
-        if unknown:
-            raise ActionRefused(f"unknown option: {', '.join(sorted(unknown))}")
+        validators.refuse_unknown(params, {field.name for field in self.fields})
         engine = params.get("engine")
         if engine not in ENGINE_NAMES:
-            raise ActionRefused("choose the engine: mariadb, mysql or postgresql")
-        clean: dict[str, Any] = {
-            "engine": engine,
-            "name": _identifier(params.get("name"), "database name", MAX_NAME),
-            "user": "",
-        }
+            raise InvalidOption(
+                "engine", "choose the engine: mariadb, mysql or postgresql"
+            )
+        clean: dict[str, Any] = {"engine": engine, "user": ""}
+        with validators.option("name"):
+            clean["name"] = _identifier(params.get("name"), "database name", MAX_NAME)
         if params.get("user"):
-            clean["user"] = _identifier(params["user"], "user name", MAX_USER)
-            clean["password"] = _password(params.get("password"))
+            with validators.option("user"):
+                clean["user"] = _identifier(params["user"], "user name", MAX_USER)
+            with validators.option("password"):
+                clean["password"] = _password(params.get("password"))
         elif params.get("password"):
-            raise ActionRefused("a password needs a user: give --user too")
+            raise InvalidOption("user", "a password needs a user: give --user too")
         return clean
 
     def new_record(self, server: Server, clean: Mapping[str, Any]) -> ManagedRecord:

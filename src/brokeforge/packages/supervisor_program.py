@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, ManagedRecord
 from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
@@ -77,30 +76,33 @@ class SupervisorProgramKind(PackageKind):
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         if action != Action.INSTALL:
             return super().clean_params(action, params)
-        unknown = set(params) - {f.name for f in self.fields}
-        if unknown:
-            raise ActionRefused(f"unknown option: {', '.join(sorted(unknown))}")
-        return {
-            "name": validators.slug(params.get("name"), "program name", 48),
-            "command": validators.command(params.get("command")),
-            "directory": validators.absolute_path(
-                params.get("directory") or "/", "working directory"
-            ),
-            "user": validators.unix_user(params.get("user") or "root"),
-            "numprocs": validators.integer(
-                params.get("numprocs", 1), "processes", 1, 100
-            ),
-            "autostart": validators.boolean(params.get("autostart", True), "autostart"),
-            "autorestart": validators.choice(
-                params.get("autorestart") or "true", "autorestart", AUTORESTART
-            ),
-            "stopsignal": validators.choice(
-                str(params.get("stopsignal") or "TERM").upper(), "stop signal", SIGNALS
-            ),
-            "stopwaitsecs": validators.integer(
-                params.get("stopwaitsecs", 10), "stop wait", 1, 3600
-            ),
-        }
+        validators.refuse_unknown(params, {f.name for f in self.fields})
+        get = params.get
+        return validators.each(
+            {
+                "name": lambda: validators.slug(get("name"), "program name", 48),
+                "command": lambda: validators.command(get("command")),
+                "directory": lambda: validators.absolute_path(
+                    get("directory") or "/", "working directory"
+                ),
+                "user": lambda: validators.unix_user(get("user") or "root"),
+                "numprocs": lambda: validators.integer(
+                    get("numprocs", 1), "processes", 1, 100
+                ),
+                "autostart": lambda: validators.boolean(
+                    get("autostart", True), "autostart"
+                ),
+                "autorestart": lambda: validators.choice(
+                    get("autorestart") or "true", "autorestart", AUTORESTART
+                ),
+                "stopsignal": lambda: validators.choice(
+                    str(get("stopsignal") or "TERM").upper(), "stop signal", SIGNALS
+                ),
+                "stopwaitsecs": lambda: validators.integer(
+                    get("stopwaitsecs", 10), "stop wait", 1, 3600
+                ),
+            }
+        )
 
     def unique_clash(
         self, server: Server, clean: Mapping[str, Any]

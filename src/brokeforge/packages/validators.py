@@ -1,7 +1,9 @@
 """Checks for the values people give that end up in a shell or a config file.
 
 Each returns the clean value or raises `ActionRefused` with a sentence that
-names the value and says what is allowed. Values are refused rather than
+names the value and says what is allowed; a kind's `clean_params` calls them
+inside `option(FIELD)`, which turns that refusal into `InvalidOption` naming
+the option it was about. Values are refused rather than
 escaped wherever a plain form exists (names, users, paths); free text that
 must stay free (a command) is refused only what could break out of its line.
 """
@@ -9,8 +11,10 @@ must stay free (a command) is refused only what could break out of its line.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import ActionRefused, InvalidOption
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
 UNIX_USER = re.compile(r"[a-z_][a-z0-9_-]*")
@@ -20,6 +24,36 @@ MAX_COMMAND = 1000
 
 def _show(value: object) -> str:
     return repr(value)[:80]
+
+
+@contextmanager
+def option(field: str) -> Iterator[None]:
+    """Name `field` on any refusal the checks inside raise (an `InvalidOption`
+    that already names its field keeps it)."""
+    try:
+        yield
+    except InvalidOption:
+        raise
+    except ActionRefused as exc:
+        raise InvalidOption(field, str(exc)) from None
+
+
+def each(checks: Mapping[str, Callable[[], object]]) -> dict[str, object]:
+    """Every option's clean value by name, each check run inside `option`."""
+    clean: dict[str, object] = {}
+    for field, check in checks.items():
+        with option(field):
+            clean[field] = check()
+    return clean
+
+
+def refuse_unknown(
+    given: Iterable[str], allowed: Iterable[str], what: str = "unknown option"
+) -> None:
+    """Refuse options the action does not take, naming the first of them."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise InvalidOption(unknown[0], f"{what}: {', '.join(unknown)}")
 
 
 def slug(value: object, what: str, limit: int = 64) -> str:
