@@ -19,7 +19,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from brokeforge.api import auth, kinds, operations, records, servers
 from brokeforge.api.docs import PlainDocs
-from brokeforge.lifecycle.errors import ActionRefused
+from brokeforge.lifecycle.errors import ActionRefused, InvalidOption
 from brokeforge.servers.access import NotAllowed
 
 api = NinjaAPI(
@@ -79,6 +79,13 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(ActionRefused)
 def _refused(request: HttpRequest, exc: ActionRefused) -> HttpResponse:
     return _error(request, 409, str(exc))
+
+
+@api.exception_handler(InvalidOption)
+def _invalid_option(request: HttpRequest, exc: InvalidOption) -> HttpResponse:
+    # A kind's option check: wrong input whatever the record's state.
+    errors = [{"field": exc.field, "message": exc.message}]
+    return _error(request, 400, f"{exc.field}: {exc.message}", errors)
 
 
 @api.exception_handler(NotAllowed)
