@@ -69,17 +69,18 @@ def test_it_refuses_bad_options_of_a_kind(
 ) -> None:
     make_database(server, "mariadb", RecordStatus.ACTIVE)
 
-    for params in (
-        {**DB, "name": "x; drop"},
-        {**DB, "name": "../etc"},
-        {**DB, "extra": "1"},
-        {**DB, "password": "two\nlines"},
+    for params, field in (
+        ({**DB, "name": "x; drop"}, "name"),
+        ({**DB, "name": "../etc"}, "name"),
+        ({**DB, "extra": "1"}, "extra"),
+        ({**DB, "password": "two\nlines"}, "password"),
     ):
         response = api.post(
             f"/servers/{server.pk}/records/database", {"params": params}
         )
 
-        assert response.status_code == 409, params
+        assert response.status_code == 400, params
+        assert [e["field"] for e in response.json_body["errors"]] == [field]
     assert not Operation.objects.exists()
 
 
