@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from brokeforge.lifecycle.models import RecordStatus
+from brokeforge.lifecycle.models import Operation, RecordStatus
 from brokeforge.packages.models import Database, SqlDatabase
 from brokeforge.servers.models import Server
 from tests.web.helpers import action_url, page_text, plain_text
@@ -159,3 +159,82 @@ def test_it_shows_a_generated_password_only_on_request(
 
     assert password in shown.content.decode()
     assert shown["Cache-Control"] == "no-store"
+
+
+def _field_block(content: bytes, kind: str, field: str) -> str:
+    text = page_text(content)
+    return text.split(f'id="field-{kind}-{field}"')[1].split('<div class="field"')[0]
+
+
+def _form_top(content: bytes, kind: str) -> str:
+    form = page_text(content).split(f'id="create-{kind}"')[1]
+    return form.split('<div class="field"')[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "parent", "posted", "field", "words"),
+    [
+        (
+            "cron_task",
+            "scheduler",
+            {"name": "b", "schedule": "@daily", "user": "root", "command": "a\nb"},
+            "command",
+            "the command must be one line",
+        ),
+        (
+            "cron_task",
+            "scheduler",
+            {"name": "b", "schedule": "99 * * * *", "user": "root", "command": "true"},
+            "schedule",
+            "the minute must be between 0 and 59, not 99",
+        ),
+        (
+            "site",
+            "nginx",
+            {"domain": "shop.example.com;id"},
+            "domain",
+            "is not a domain name",
+        ),
+        (
+            "firewall-rule",
+            "firewall",
+            {"port": "0", "protocol": "tcp", "source": "any", "policy": "allow"},
+            "port",
+            "ports go from 1 to 65535, not '0'",
+        ),
+    ],
+)
+def test_a_refused_option_shows_next_to_its_field_and_creates_nothing(
+    signed_in: Client,
+    server: Server,
+    kind: str,
+    parent: str,
+    posted: dict[str, str],
+    field: str,
+    words: str,
+):
+    Database.objects.create(
+        server=server, kind=parent, status="active", last_action="install"
+    )
+
+    response = signed_in.post(action_url(server, kind, "install"), posted)
+
+    assert response.status_code == 400
+    assert words in _field_block(response.content, kind, field)
+    assert words not in _form_top(response.content, kind)
+    assert '<ul class="errorlist nonfield">' not in _form_top(response.content, kind)
+    assert not Operation.objects.exists()
+
+
+def test_a_refusal_by_state_stays_on_top_of_the_form(signed_in: Client, server: Server):
+    # No cron daemon on the server: the task is refused whatever its options.
+    response = signed_in.post(
+        action_url(server, "cron_task", "install"),
+        {"name": "b", "schedule": "@daily", "user": "root", "command": "true"},
+    )
+
+    assert response.status_code == 400
+    top = _form_top(response.content, "cron_task")
+    assert '<ul class="errorlist nonfield">' in top
+    assert "to be active" in top
+    assert not Operation.objects.exists()
