@@ -129,3 +129,27 @@ def test_it_lists_the_kinds_and_their_options(capsys: pytest.CaptureFixture[str]
     assert "cron_task\tScheduled task (scheduler, many per server)" in out
     assert "    --schedule\tSchedule (required)" in out
     assert "    --password-stdin\tPassword (optional)" in out
+
+
+def test_it_refuses_a_wrong_option_with_its_message_and_exit_status_2(
+    server: Server, capsys: pytest.CaptureFixture[str]
+):
+    code = cli.main(
+        [
+            "create",
+            "database",
+            "--server",
+            "web-1",
+            "--engine",
+            "mariadb",
+            "--name",
+            "x;$(id)",
+        ]
+    )
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: database name 'x;$(id)' is not allowed: use up to 63 lowercase "
+        "letters, digits and underscores, not starting with a digit\n"
+    )
+    assert not SqlDatabase.objects.exists()
