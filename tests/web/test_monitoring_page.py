@@ -62,9 +62,10 @@ def test_update_from_the_page_carries_the_interval(
     response = signed_in.post(
         action_url(server, "monitoring", "update"), {"interval": "7"}, follow=True
     )
-    assert "Refused: the interval is one of 1, 2, 5, 10, 15, 30, 60 minutes" in (
-        plain_text(response.content)
-    )
+    assert (
+        "Refused: Minutes between samples: the interval is one of 1, 2, 5, 10, 15, "
+        "30, 60 minutes"
+    ) in plain_text(response.content)
     assert monitor.current_operation() is None
 
     signed_in.post(action_url(server, "monitoring", "update"), {"interval": "15"})
