@@ -290,10 +290,6 @@ def _pin_mirror_address(root: Path, attempts: int = 5) -> None:
             for line in current.splitlines()
             if not line.rstrip().endswith(f" {name}")
         ]
-        # The base image may have no /etc/hosts: keep "localhost" resolvable
-        # (PostgreSQL listens on it and fails to start without it).
-        if not any(line.split()[1:2] == ["localhost"] for line in kept):
-            kept = ["127.0.0.1 localhost", "::1 localhost ip6-localhost", *kept]
         hosts.write_text("\n".join([*kept, f"{address} {name}"]) + "\n")
         hosts.chmod(0o644)
         return
