@@ -115,3 +115,27 @@ def test_it_shows_a_generated_password_once_in_the_creating_answer(
     assert len(record.password()) >= 16
     assert again.json_body["generated_secret"] is None
     assert record.password() not in again.content.decode()
+
+
+def test_it_removes_a_site_with_the_files_choice(
+    api: ApiClient, server: Server
+) -> None:
+    from brokeforge.packages.models import Site
+
+    site = Site.objects.create(
+        server=server,
+        domain="shop.example.com",
+        web_root="/var/www/shop.example.com",
+        status=RecordStatus.ACTIVE,
+        last_action="install",
+    )
+    url = f"/servers/{server.pk}/records/site/{site.pk}"
+
+    unchosen = api.delete(url)
+    chosen = api.delete(f"{url}?files=delete")
+
+    assert unchosen.status_code == 400
+    assert unchosen.json_body["errors"][0]["field"] == "files"
+    assert chosen.status_code == 202, chosen.json_body
+    assert chosen.json_body["status"] == RecordStatus.UNINSTALLING
+    assert Operation.objects.get().params["files"] == "delete"

@@ -118,7 +118,8 @@ def retry_by_id(
 
 REMOVE_HELP = (
     "For packages with data, `data=keep` moves it to /var/backups/brokeforge "
-    "first and `data=delete` deletes it. The record goes once the removal "
+    "first and `data=delete` deletes it; for a site, `files=keep` leaves its "
+    "web root and `files=delete` deletes it. The record goes once the removal "
     "succeeded."
 )
 
@@ -132,7 +133,8 @@ REMOVE_HELP = (
 def remove(
     request: HttpRequest, server_id: PathId, kind: str, data: DataChoice | None = None
 ) -> Status[Any]:
-    return _act(request, server_id, kind, None, "remove", _remove_params(kind, data))
+    params = _remove_params(kind, data, None)
+    return _act(request, server_id, kind, None, "remove", params)
 
 
 @router.delete(
@@ -147,8 +149,9 @@ def remove_by_id(
     kind: str,
     record_id: PathId,
     data: DataChoice | None = None,
+    files: DataChoice | None = None,
 ) -> Status[Any]:
-    params = _remove_params(kind, data)
+    params = _remove_params(kind, data, files)
     return _act(request, server_id, kind, record_id, "remove", params)
 
 
@@ -176,14 +179,18 @@ def _params(payload: ActionIn | None) -> dict[str, Any] | None:
     return payload.params if payload is not None and payload.params else None
 
 
-def _remove_params(kind_name: str, data: str | None) -> dict[str, Any] | None:
+def _remove_params(
+    kind_name: str, data: str | None, files: str | None
+) -> dict[str, Any] | None:
     kind = _kind(kind_name)
     needs_data = any(f.name == "data" and f.required for f in kind.remove_fields)
     if needs_data and data is None:
         raise ValidationError(
             {"data": "choose keep (move the data to a backup) or delete"}
         )
-    return {"data": data} if data is not None else None
+    # The kind checks what it takes (a site takes `files`, not `data`).
+    given = {"data": data, "files": files}
+    return {name: value for name, value in given.items() if value is not None} or None
 
 
 def _act(
