@@ -20,7 +20,7 @@ from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
 from brokeforge.packages.base import Field, HostFacts, PackageKind
 from brokeforge.packages.models import Deployment, Site, SiteRepository
-from brokeforge.packages.site_git import checkout, git_env
+from brokeforge.packages.site_git import checkout, git_env, reload_php
 from brokeforge.servers.models import Server
 
 COMMIT_MARK = Deployment.COMMIT_MARK
@@ -53,6 +53,7 @@ class DeploymentKind(PackageKind):
         return {
             "domain": record.domain,
             "web_root": site.web_root if site else "",
+            "php_version": site.php_version if site else "",
             "branch": repo.branch if repo else "",
             "deploy_script": repo.deploy_script if repo else "",
         }
@@ -103,6 +104,7 @@ class DeploymentKind(PackageKind):
                 "  exit 1\n"
                 "fi\n"
             )
+        steps += reload_php(params.get("php_version", ""))
         return steps + f"echo {COMMIT_MARK}$(bf_git rev-parse HEAD)\n"
 
     def verify_script(

@@ -58,6 +58,15 @@ def checkout(branch: str) -> str:
     )
 
 
+def reload_php(php_version: str) -> str:
+    """Shell reloading the site's PHP-FPM after new code arrived: OPcache
+    serves a file it compiled for up to `revalidate_freq` seconds after it
+    changed, so without this the previous release answers for a while."""
+    if not php_version:
+        return ""
+    return f"bf_service reload {q(f'php{php_version}-fpm')}\n"
+
+
 class SiteRepositoryKind(PackageKind):
     name = "site_git"
     label = "Git repository"
@@ -133,6 +142,7 @@ class SiteRepositoryKind(PackageKind):
             "id": record.pk,
             "domain": record.domain,
             "web_root": site.web_root if site else "",
+            "php_version": site.php_version if site else "",
             "url": record.url,
             "branch": record.branch,
         }
@@ -190,7 +200,8 @@ class SiteRepositoryKind(PackageKind):
             "done\n"
             + checkout(params["branch"])
             + f"chown -R www-data:www-data {q(root)}\n"
-            "bf_git rev-parse HEAD\n"
+            + reload_php(params.get("php_version", ""))
+            + "bf_git rev-parse HEAD\n"
         )
         return Script(header + body, stdin=private_key)
 
