@@ -190,6 +190,8 @@ class ScriptedSSHServer:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._relay: _Relay | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()
+        #: SSH connections accepted so far (authenticated or not).
+        self.connections_accepted = 0
         self._silent = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -381,6 +383,30 @@ class ScriptedSSHServer:
                     raise TimeoutError(f"no command matching {pattern!r} arrived")
                 self._changed.wait(remaining)
 
+    # -- connections -------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        """How many SSH connections are open on the server side now."""
+        return len(self._connections)
+
+    def drop_connections(self) -> None:
+        """Drop every open connection at once, as a restarted server would.
+
+        The TCP connections close without an SSH disconnect message; the
+        server keeps accepting new ones.
+        """
+        if self._loop is None:
+            return
+        connections = self._connections
+
+        async def drop() -> None:
+            for conn in list(connections):
+                conn.abort()
+            await asyncio.sleep(0)
+
+        self._call(drop())
+
     # -- silence ---------------------------------------------------------------
 
     def silent(self, enabled: bool = True) -> None:
@@ -499,6 +525,7 @@ class _ServerCallbacks(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         self._owner._connections.add(conn)
+        self._owner.connections_accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
