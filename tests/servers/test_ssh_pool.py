@@ -430,3 +430,22 @@ def test_a_restarted_debian_host_is_reconnected(
     assert reused, "the session should have been lent the dead connection"
     assert logins(debian_host) - before == 2
     assert "connecting again" in caplog.text
+
+
+@pytest.mark.debian_host
+@pytest.mark.timeout(600)
+def test_the_ssh_reuse_benchmark_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A smoke test of bench/ssh_reuse.py (no timing asserted)."""
+    from bench import ssh_reuse
+
+    monkeypatch.setattr(ssh_reuse, "COMMANDS", 3)
+    section = ssh_reuse.run(quick=True)
+
+    assert [row[0] for row in section.rows][:3] == [
+        "`ssh` process per command",
+        "BrokeForge executor, connection reused",
+        "BrokeForge executor, reuse off (`reuse=False`)",
+    ]
+    assert all(cell.endswith(("ms", " s")) for cell in section.rows[0][1:3])
+    assert len(section.goals) == 1
+    assert "openssh-server 1:9" in section.notes[0]
