@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -449,3 +450,37 @@ def test_the_ssh_reuse_benchmark_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(cell.endswith(("ms", " s")) for cell in section.rows[0][1:3])
     assert len(section.goals) == 1
     assert "openssh-server 1:9" in section.notes[0]
+
+
+def test_operations_on_a_long_lived_loop_in_another_thread_share_a_connection(
+    scripted_ssh: ScriptedSSHTestServer,
+) -> None:
+    """As a worker runs them: each operation handed to one loop in a thread."""
+    scripted_ssh.add_rule("uname", stdout="Linux\n")
+    target = scripted_target(scripted_ssh)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def wind_down() -> None:
+        # What asyncio.run does at its end: cancel what is left, the pool's
+        # closer among it, and wait for it.
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
+    try:
+        results = [
+            asyncio.run_coroutine_threadsafe(run_once(target), loop).result(30)
+            for _ in range(3)
+        ]
+        asyncio.run_coroutine_threadsafe(wind_down(), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+    assert [reused for _, reused in results] == [False, True, True]
+    assert scripted_ssh.connections_accepted == 1
+    assert wait_until(lambda: scripted_ssh.open_connections == 0)
