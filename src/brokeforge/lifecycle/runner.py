@@ -151,12 +151,11 @@ class OperationRunner:
     def run(self) -> None:
         if SHUTDOWN.is_set():
             return  # a stopping worker takes no new work; the reaper re-dispatches
-        operation = durably(machine.claim, self.operation_id, self.worker)
+        operation = self._in_db_now(
+            durably, machine.claim, self.operation_id, self.worker
+        )
         if operation is None:
             return
-        # This thread's connection would sit idle while the remote work runs
-        # (its writes go through `_in_db`): hand it back until the end.
-        connections.close_all()
         self.operation = operation
         self.deadline = (
             time.monotonic()
@@ -207,12 +206,32 @@ class OperationRunner:
                 self._db.submit(connections.close_all).result()
                 self._db.shutdown()
 
+    def _in_db_now(self, work: Callable[..., T], *args: Any) -> T:
+        """Database work from this operation's own thread, waited for.
+
+        In a worker it runs on the shared database threads, so the threads
+        that run operations hold no connection of their own and the count
+        of connections does not grow with `--concurrency`.
+        """
+        if self._own_db:
+            return work(*args)
+        return self._db.submit(work, *args).result()
+
     def _end(
         self,
         finish: Callable[..., bool],
         operation: Operation,
         *args: Any,
         **kwargs: Any,
+    ) -> None:
+        self._in_db_now(self._write_end, finish, operation, args, kwargs)
+
+    def _write_end(
+        self,
+        finish: Callable[..., bool],
+        operation: Operation,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         # The result matters more than the output: a failed flush must not
         # keep the operation from ending.
