@@ -133,6 +133,8 @@ class OperationRunner:
         self.deadline = float("inf")
         #: Set from another thread (the watchdog) to stop the work.
         self.stop_reason: OperationFailure | None = None
+        #: Whether the action's script was started on the server.
+        self.script_started = False
         #: When the watchdog failed this operation (monotonic), if it did.
         self.abandoned_at: float | None = None
         # Database work from inside the event loop goes to other threads, so
@@ -289,9 +291,7 @@ class OperationRunner:
                 stop.append(
                     WorkerShutdown(
                         "interrupted by a worker shutdown: BrokeForge was "
-                        "stopped at once; the remote command was stopped, and "
-                        "the server may have been changed part-way: Retry "
-                        "checks it again"
+                        f"stopped at once; {self._aftermath()}"
                     )
                 )
                 work.cancel()
@@ -303,9 +303,7 @@ class OperationRunner:
                         WorkerShutdown(
                             "interrupted by a worker shutdown: BrokeForge was "
                             f"stopped and the operation did not end within "
-                            f"{shutdown_grace():g} s; the remote command was "
-                            "stopped, and the server may have been changed "
-                            "part-way: Retry checks it again"
+                            f"{shutdown_grace():g} s; {self._aftermath()}"
                         )
                     )
                     work.cancel()
@@ -316,13 +314,22 @@ class OperationRunner:
                 if who is not None:
                     stop.append(
                         OperationCancelled(
-                            f"cancelled by {who} while it ran; the remote command "
-                            "was stopped, and the server may have been changed "
-                            "part-way: Retry checks it again"
+                            f"cancelled by {who} while it ran; {self._aftermath()}"
                         )
                     )
                     work.cancel()
                     return
+
+    def _aftermath(self) -> str:
+        """What stopping the work now leaves on the server, in words."""
+        if not self.script_started:
+            return (
+                "its script had not started on the server, so nothing was changed there"
+            )
+        return (
+            "the remote command was stopped, and the server may have been "
+            "changed part-way: Retry checks it again"
+        )
 
     def _cancel_requested_by(self) -> str | None:
         try:
@@ -384,6 +391,8 @@ class OperationRunner:
                 facts = HostFacts.parse(facts_result.output)
                 self._log(f"== host: {facts.pretty_name}\n")
                 script = kind.script(action, facts, operation.params)
+                # From here on the server may change.
+                self.script_started = True
                 try:
                     result = await session.run(
                         script, timeout=remaining(), on_output=self._on_output
