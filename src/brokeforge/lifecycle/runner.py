@@ -409,7 +409,7 @@ class OperationRunner:
                     )
                 self._log("== verifying on the host\n")
                 verify = await session.run(
-                    kind.verify_script(action, facts),
+                    kind.verify_script(action, facts, operation.params),
                     timeout=min(VERIFY_TIMEOUT, remaining()),
                     on_output=self._on_output,
                 )
