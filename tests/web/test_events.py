@@ -6,11 +6,12 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import AsyncClient, Client, RequestFactory
 from django.urls import reverse
 
@@ -339,18 +340,67 @@ def test_it_still_delivers_an_event_committed_below_the_mark(
     first, late, last = Event.objects.order_by("id")
     hidden = Event.objects.filter(pk=late.pk).values().get()
     late.delete()
-    watcher = feed.Feed()
-    watcher._mark = first.pk - 1
+    # A watcher of its own, driven by hand rather than by its thread.
+    watcher = feed.Watcher(feed.Feed(), mark=first.pk - 1)
 
     async def read() -> list[int]:
         subscription = feed.Subscription(server.pk)
-        watcher._subscriptions.add(subscription)
-        await in_thread(watcher._read_and_deliver)
+        watcher.feed._subscriptions.add(subscription)
+        await in_thread(watcher.read_and_deliver)
         await in_thread(Event.objects.create, **hidden)
-        await in_thread(watcher._read_and_deliver)
+        await in_thread(watcher.read_and_deliver)
         items = [await subscription.next(1) for _ in range(3)]
         return [item.event_id for item in items if item is not None]
 
     assert asyncio.run(read()) == [first.pk, last.pk, hidden["id"]]
-    assert watcher._mark == last.pk
-    assert watcher._gaps == {}
+    assert watcher.mark == last.pk
+    assert watcher.gaps == {}
+
+
+def test_it_stops_the_watcher_when_the_last_stream_closes(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "IDLE_STOP", 0.1)
+    user = User.objects.get(username="alice")
+
+    async def open_and_close() -> int:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        stream = await open_stream(client, server)
+        running = len(feed_threads())
+        await stream.aclose()  # type: ignore[attr-defined]
+        return running
+
+    assert asyncio.run(open_and_close()) == 1
+    for thread in feed_threads():
+        thread.join(timeout=10)
+    assert feed_threads() == []
+    assert FEED.subscriptions == 0
+
+
+def test_it_keeps_feeding_streams_after_the_log_could_not_be_read(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "RETRY_DELAY", 0.1)
+    real_read = feed.read_items
+    failures = iter([DatabaseError("database is locked")])
+
+    def flaky_read(*args: Any) -> list[feed.Item]:
+        for failure in failures:
+            raise failure
+        return real_read(*args)
+
+    monkeypatch.setattr(feed, "read_items", flaky_read)
+    user = User.objects.get(username="alice")
+
+    async def read() -> str:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        stream = await open_stream(client, server)
+        await in_thread(request_action, server, "redis", "install")
+        chunk = await next_text(stream)
+        await stream.aclose()  # type: ignore[attr-defined]
+        return chunk
+
+    assert "event: db-redis" in asyncio.run(read())
+    assert next(failures, None) is None  # the failure did happen

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -134,18 +134,18 @@ async def _stream(viewer: Viewer, after: int) -> AsyncIterator[str]:
         # Subscribe first, then replay: an event committed in between comes
         # both ways, and the copy from the feed is skipped.
         await sync_to_async(_subscribe, thread_sensitive=False)(subscription)
+        replay = sync_to_async(_replay, thread_sensitive=False)
+        items = await replay(viewer.server_id, after)
         yield f"retry: {RECONNECT_MS}\n\n"
         replayed: set[int] = set()
         while True:
-            items = await sync_to_async(_replay, thread_sensitive=False)(
-                viewer.server_id, after
-            )
             if items:
                 yield "".join(item.text for item in items)
                 replayed.update(item.event_id for item in items)
                 after = items[-1].event_id
             if len(items) < BATCH:
                 break
+            items = await replay(viewer.server_id, after)
         async for text in _follow(viewer, subscription, replayed):
             yield text
     finally:
@@ -173,9 +173,20 @@ async def _follow(
                 last_sent = time.monotonic()
             continue
         if time.monotonic() - checked >= ACCESS_INTERVAL:
-            allowed = await sync_to_async(
-                viewer.still_allowed, thread_sensitive=False
-            )()
+            try:
+                allowed = await sync_to_async(
+                    viewer.still_allowed, thread_sensitive=False
+                )()
+            except DatabaseError as exc:
+                # Unknown is not allowed: the browser reconnects and asks
+                # again (the page cannot change meanwhile anyway).
+                logger.warning(
+                    "event stream of %s ended: could not check access: %s",
+                    viewer.server_name,
+                    exc,
+                    extra={"action": "stream_access_unknown"},
+                )
+                return
             if not allowed:
                 logger.info(
                     "event stream of %s ended: its viewer may no longer see it",

@@ -160,18 +160,12 @@ class Subscription:
 
 
 class Feed:
-    """The watcher of one process and the streams subscribed to it."""
+    """The streams of one process and the watcher that feeds them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscriptions: set[Subscription] = set()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._mark = 0
-        #: Ids below the mark not seen yet, and when they were first missed.
-        self._gaps: dict[int, float] = {}
-        #: id() of the connection the LISTEN was sent on, None before.
-        self._listening_on: int | None = None
+        self._watcher: Watcher | None = None
 
     def subscribe(self, subscription: Subscription) -> None:
         """Start delivering new events of the subscription's server to it.
@@ -181,14 +175,9 @@ class Feed:
         stream's to read from the log itself (a replay is harmless).
         """
         with self._lock:
-            if self._thread is None:
-                self._mark = latest_event_id()
-                self._gaps.clear()
-                self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._run, name="brokeforge-event-feed", daemon=True
-                )
-                self._thread.start()
+            if self._watcher is None:
+                self._watcher = Watcher(self, latest_event_id())
+                self._watcher.thread.start()
                 logger.debug("event feed started", extra={"action": "feed_started"})
             self._subscriptions.add(subscription)
 
@@ -204,43 +193,85 @@ class Feed:
     def stop(self, timeout: float = 10.0) -> None:
         """End the watcher now (tests; it also stops by itself when idle)."""
         with self._lock:
-            thread = self._thread
-        self._stop.set()
-        if thread is not None:
-            thread.join(timeout)
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stopping.set()
+            watcher.thread.join(timeout)
 
-    def _run(self) -> None:
+    def subscribed(self, server_id: int) -> list[Subscription]:
+        with self._lock:
+            return [s for s in self._subscriptions if s.server_id == server_id]
+
+    def keeps(self, watcher: Watcher, idle_since: float | None) -> bool:
+        """Whether `watcher` should go on; it retires when no stream was
+        subscribed for IDLE_STOP seconds (or it was stopped)."""
+        with self._lock:
+            if self._watcher is not watcher:
+                return False
+            if self._subscriptions or idle_since is None:
+                return True
+            if time.monotonic() - idle_since < IDLE_STOP:
+                return True
+            self._watcher = None
+            return False
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._subscriptions
+
+    def end_all(self, watcher: Watcher) -> None:
+        """The watcher failed: end every stream (browsers reconnect, and the
+        first one starts a new watcher)."""
+        with self._lock:
+            if self._watcher is watcher:
+                self._watcher = None
+            subscriptions, self._subscriptions = self._subscriptions, set()
+        for subscription in subscriptions:
+            subscription.deliver(END)
+
+
+class Watcher:
+    """The thread that reads the log for a `Feed`, from `mark` on."""
+
+    def __init__(self, feed: Feed, mark: int) -> None:
+        self.feed = feed
+        self.mark = mark
+        #: Ids below the mark not seen yet, and when they were first missed.
+        self.gaps: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self.run, name="brokeforge-event-feed", daemon=True
+        )
+        #: id() of the connection the LISTEN was sent on, None before.
+        self._listening_on: int | None = None
+
+    def run(self) -> None:
         try:
             idle_since: float | None = None
-            while not self._stop.is_set():
-                with self._lock:
-                    if self._subscriptions:
-                        idle_since = None
-                    elif idle_since is None:
-                        idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since >= IDLE_STOP:
-                        self._thread = None
-                        return
-                self._step()
+            while not self.stopping.is_set():
+                if not self.feed.idle():
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                if not self.feed.keeps(self, idle_since):
+                    return
+                self.step()
         except Exception:
             logger.exception(
                 "event feed failed; open streams end and reconnect",
                 extra={"action": "feed_failed"},
             )
-            self._end_all()
+            self.feed.end_all(self)
         finally:
-            with self._lock:
-                if self._thread is threading.current_thread():
-                    self._thread = None
-            self._listening_on = None
             with contextlib.suppress(DatabaseError):
                 connection.close()
 
-    def _step(self) -> None:
+    def step(self) -> None:
         """Wait for news (a NOTIFY, or the poll interval), then read it."""
         try:
-            self._wait()
-            self._read_and_deliver()
+            with connection.wrap_database_errors:
+                self._wait()
+            self.read_and_deliver()
         except DatabaseError as exc:
             logger.warning(
                 "event feed could not read the log: %s; trying again in %s s",
@@ -251,11 +282,11 @@ class Feed:
             self._listening_on = None
             with contextlib.suppress(DatabaseError):
                 connection.close()
-            self._stop.wait(RETRY_DELAY)
+            self.stopping.wait(RETRY_DELAY)
 
     def _wait(self) -> None:
         if connection.vendor != "postgresql":
-            self._stop.wait(POLL_INTERVAL)
+            self.stopping.wait(POLL_INTERVAL)
             return
         connection.ensure_connection()
         raw: Any = connection.connection
@@ -263,51 +294,39 @@ class Feed:
             raw.execute(f"LISTEN {EVENTS_CHANNEL}")
             self._listening_on = id(raw)
             return  # read at once: events may have come before the LISTEN
-        # In short slices, so that `stop` is heard within one.
+        # In short slices, so that `stopping` is heard within one.
         deadline = time.monotonic() + NOTIFY_FALLBACK
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             for _ in raw.notifies(timeout=min(remaining, STOP_SLICE), stop_after=1):
                 return
 
-    def _read_and_deliver(self) -> None:
-        items = read_items(None, self._mark, list(self._gaps))
+    def read_and_deliver(self) -> None:
+        items = read_items(None, self.mark, list(self.gaps))
         self._note_gaps(items)
-        if not items:
-            return
-        with self._lock:
-            subscriptions = list(self._subscriptions)
         for item in items:
-            for subscription in subscriptions:
-                if subscription.server_id != item.server_id:
-                    continue
+            for subscription in self.feed.subscribed(item.server_id):
                 if not subscription.deliver(item):
-                    self.unsubscribe(subscription)
+                    self.feed.unsubscribe(subscription)
 
     def _note_gaps(self, items: list[Item]) -> None:
         """Move the mark past `items`; remember the ids they skipped."""
         now = time.monotonic()
         read = {item.event_id for item in items}
         for event_id in read:
-            self._gaps.pop(event_id, None)
-        newest = max(read, default=self._mark)
-        for missing in range(max(self._mark + 1, newest - MAX_GAPS), newest):
+            self.gaps.pop(event_id, None)
+        newest = max(read, default=self.mark)
+        for missing in range(max(self.mark + 1, newest - MAX_GAPS), newest):
             if missing not in read:
-                self._gaps[missing] = now
-        self._mark = max(self._mark, newest)
-        for event_id, since in list(self._gaps.items()):
+                self.gaps[missing] = now
+        self.mark = max(self.mark, newest)
+        for event_id, since in list(self.gaps.items()):
             if now - since >= GAP_WAIT:
-                del self._gaps[event_id]
-        while len(self._gaps) > MAX_GAPS:
-            del self._gaps[min(self._gaps)]
-
-    def _end_all(self) -> None:
-        with self._lock:
-            subscriptions, self._subscriptions = self._subscriptions, set()
-        for subscription in subscriptions:
-            subscription.deliver(END)
+                del self.gaps[event_id]
+        while len(self.gaps) > MAX_GAPS:
+            del self.gaps[min(self.gaps)]
 
 
 #: This process's feed.
