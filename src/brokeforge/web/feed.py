@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 POLL_INTERVAL = 0.05
 #: On PostgreSQL, seconds after which the log is read even without a NOTIFY.
 NOTIFY_FALLBACK = 2.0
-#: On PostgreSQL, the longest wait for a NOTIFY between two looks at `stop`.
+#: On PostgreSQL, the longest wait for a NOTIFY between two looks at whether
+#: the watcher was stopped.
 STOP_SLICE = 0.5
 #: Seconds the watcher stays up with no stream open, then stops.
 IDLE_STOP = 2.0
@@ -106,12 +107,8 @@ def read_items(
     events = Event.objects.filter(wanted)
     if server_id is not None:
         events = events.filter(server_id=server_id)
-    return [
-        item_of(event)
-        for event in events.select_related("operation", "record_type").order_by("id")[
-            :BATCH
-        ]
-    ]
+    events = events.select_related("operation", "record_type").order_by("id")
+    return [item_of(event) for event in events[:BATCH]]
 
 
 def latest_event_id() -> int:
