@@ -13,7 +13,7 @@ One measurement (`measure`) runs in a process of its own:
 - Debian's Chromium, driven by Playwright, signed in on the server's page. A
   MutationObserver in the page notes `performance.timeOrigin +
   performance.now()` (wall clock, same machine) whenever the Redis row's
-  status class changes.
+  status badge changes.
 
 A change's latency is the page's time minus the commit's: it covers the
 event feed noticing the change, the server-sent event reaching the browser,
@@ -61,14 +61,16 @@ SERVER = "bench-1"
 GOAL_SECONDS = 0.3
 #: A change the page has not shown after this long counts as missed.
 SHOW_TIMEOUT = 10.0
-#: Records when the Redis row's status class changes (the row is replaced
+#: Records when the Redis row's status badge changes (the row is replaced
 #: whole by htmx, so the observer watches the document).
 OBSERVER = """() => {
   window.seen = [];
   let last = null;
   const look = () => {
-    const row = document.getElementById("db-redis");
-    const status = row ? (row.className.match(/record-(\\w+)/) || [])[1] : null;
+    // The status badge a person reads (the row's own class changes later:
+    // htmx settles the attributes of a swapped element after 20 ms).
+    const badge = document.querySelector("#db-redis td.status .badge");
+    const status = badge ? (badge.className.match(/badge-(\\w+)/) || [])[1] : null;
     if (status && status !== last) {
       last = status;
       window.seen.push([status, performance.timeOrigin + performance.now()]);
