@@ -147,6 +147,8 @@ BROKEFORGE_LEASE_SECONDS = _seconds("BROKEFORGE_LEASE_SECONDS", 15, 3600)
 BROKEFORGE_QUEUE_TIMEOUT = _seconds("BROKEFORGE_QUEUE_TIMEOUT", 1800, 7 * 86400)
 # On SIGTERM, a worker's running operation gets this long before it is ended.
 BROKEFORGE_SHUTDOWN_GRACE = _seconds("BROKEFORGE_SHUTDOWN_GRACE", 5, 3600)
+# `brokeforge serve` reads every server's monitoring samples this often.
+BROKEFORGE_METRICS_INTERVAL = _seconds("BROKEFORGE_METRICS_INTERVAL", 60, 86400)
 # How often an idle worker looks for new work: 0.1 s on SQLite; on
 # PostgreSQL a NOTIFY wakes it and this look is only a safety net (2 s).
 BROKEFORGE_QUEUE_POLL_SECONDS = (

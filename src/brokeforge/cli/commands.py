@@ -384,8 +384,15 @@ def kinds(args: argparse.Namespace) -> int:
     for kind in found:
         many = "many per server" if kind["many"] else "one per server"
         print(f"{kind['name']}\t{kind['label']} ({kind['family']}, {many})")
-        options = [(f, "") for f in (kind["fields"] if kind["many"] else [])]
-        options += [(f, ", on update") for f in kind["update_fields"]]
+        created = kind["fields"] if kind["many"] else []
+        updated = {f["name"] for f in kind["update_fields"]}
+        options = [
+            (f, ", also on update" if f["name"] in updated else "") for f in created
+        ]
+        named = {f["name"] for f in created}
+        options += [
+            (f, ", on update") for f in kind["update_fields"] if f["name"] not in named
+        ]
         for field, when in options:
             need = "required" if field["required"] else "optional"
             help_text = f": {field['help']}" if field["help"] else ""
