@@ -60,6 +60,10 @@ RECONNECT_MS = 1000
 #: Seconds between two checks that the viewer may still see the server.
 ACCESS_INTERVAL = 10.0
 
+# Shortcoming: a withdrawn right (sign-out, a server given to another account)
+# ends an open stream within ACCESS_INTERVAL, not at once, until
+# `servers.access` announces withdrawals the streams can listen for.
+
 
 @require_GET
 async def server_events(request: HttpRequest, name: str) -> HttpResponseBase:
