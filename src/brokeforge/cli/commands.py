@@ -70,6 +70,8 @@ def createuser(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model, password_validation
     from django.core.exceptions import ValidationError
 
+    from brokeforge.accounts import audit
+    from brokeforge.accounts.actor import Actor
     from brokeforge.servers.service import adopt_ownerless_servers
 
     users = get_user_model()
@@ -86,6 +88,7 @@ def createuser(args: argparse.Namespace) -> int:
         raise CommandError(" ".join(exc.messages)) from None
     first = not users.objects.exists()
     user = users.objects.create_superuser(username=args.username, password=password)
+    audit.record(Actor.local(user), "account.create", target=args.username)
     print(f"created account {args.username}")
     if first and (adopted := adopt_ownerless_servers(user)):
         print(f"it owns the {adopted} server(s) registered before any account")
