@@ -23,6 +23,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from brokeforge.lifecycle import events
 from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import (
     TRANSITIONAL_STATUSES,
@@ -581,7 +582,7 @@ def _append_event(
     operation: Operation | None,
     error_message: str = "",
 ) -> None:
-    Event.objects.create(
+    event = Event.objects.create(
         server_id=record.server_id,
         record_type=ContentType.objects.get_for_model(record),
         record_id=record.pk,
@@ -590,3 +591,4 @@ def _append_event(
         error_message=error_message,
         operation=operation,
     )
+    events.announce(event)  # NOTIFY at commit on PostgreSQL

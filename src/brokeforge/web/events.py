@@ -5,23 +5,30 @@ transaction as every status change, so it shows exactly what was committed.
 Each event goes out named by the key of the row it changes (the row reloads
 itself, see `templates/web/_record_row.html`), as `kind-KIND` when a record
 of a kind with many records appeared or went (its table reloads), and as
-`server` (the operations table reloads). All carry the event
-id, so a reconnecting browser sends the last one back as `Last-Event-ID`
-and the stream resumes right after it.
+`server` (the operations table reloads). All carry the event id, so a
+reconnecting browser sends the last one back as `Last-Event-ID` and the
+stream resumes right after it.
+
+A stream first replays the log from its resume point, then takes new events
+from the process's shared watcher (`web/feed.py`), which reads the log once
+for every open stream. Every `ACCESS_INTERVAL` seconds it asks again whether
+its account (still signed in) may see the server, and ends if not.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import import_module
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, connection
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -30,27 +37,32 @@ from django.http import (
 )
 from django.views.decorators.http import require_GET
 
-from brokeforge.lifecycle.models import Event
 from brokeforge.servers.models import Server
-from brokeforge.web.access import visible_server
-from brokeforge.web.display import kind_of, row_key_of
+from brokeforge.web.access import visible_server, visible_servers
+from brokeforge.web.feed import (
+    BATCH,
+    END,
+    FEED,
+    Item,
+    Subscription,
+    read_items,
+)
+
+# `latest_event_id` is also the pages' (web/views.py) to render `?after=`.
+from brokeforge.web.feed import latest_event_id as latest_event_id
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two reads of the event log (SQLite has no notifications).
-POLL_INTERVAL = 0.5
 #: Seconds of silence after which a comment line keeps proxies from closing.
 KEEPALIVE_INTERVAL = 15.0
 #: Milliseconds a browser waits before reconnecting (sent as `retry:`).
 RECONNECT_MS = 1000
-#: At most this many events are read per poll; the rest come next poll.
-BATCH = 200
+#: Seconds between two checks that the viewer may still see the server.
+ACCESS_INTERVAL = 10.0
 
-# Shortcoming: the stream polls the log every POLL_INTERVAL on PostgreSQL too
-# until it listens for NOTIFY there (a later issue: PostgreSQL scale-out).
-# Shortcoming: access is checked when a stream opens, not while it stays open
-# (a sign-out or a server given to another account ends it only at the next
-# reconnect) until `servers.access` can say when a right was withdrawn.
+# Shortcoming: a withdrawn right (sign-out, a server given to another account)
+# ends an open stream within ACCESS_INTERVAL, not at once, until
+# `servers.access` announces withdrawals the streams can listen for.
 
 
 @require_GET
@@ -61,8 +73,9 @@ async def server_events(request: HttpRequest, name: str) -> HttpResponseBase:
     server, after = await sync_to_async(_open, thread_sensitive=False)(
         user, name, request
     )
+    viewer = Viewer(user.pk, request.session.session_key, server.pk, server.name)
     response = StreamingHttpResponse(
-        _stream(server.pk, after), content_type="text/event-stream"
+        _stream(viewer, after), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -81,11 +94,6 @@ def resume_point(request: HttpRequest) -> int:
     return latest_event_id()
 
 
-def latest_event_id() -> int:
-    newest = Event.objects.order_by("-id").values_list("id", flat=True).first()
-    return newest or 0
-
-
 def _open(
     user: AbstractBaseUser | AnonymousUser, name: str, request: HttpRequest
 ) -> tuple[Server, int]:
@@ -96,55 +104,126 @@ def _open(
         connection.close()
 
 
-async def _stream(server_id: int, after: int) -> AsyncIterator[str]:
-    yield f"retry: {RECONNECT_MS}\n\n"
-    last_sent = time.monotonic()
+@dataclass(frozen=True)
+class Viewer:
+    """Who holds a stream open, so the stream can ask again if they still may."""
+
+    user_id: object
+    session_key: str | None
+    server_id: int
+    server_name: str
+
+    def still_allowed(self) -> bool:
+        """Still signed in as the same account, which still sees the server
+        under the same name (a renamed server's page is gone too)."""
+        try:
+            request = HttpRequest()
+            engine = import_module(settings.SESSION_ENGINE)
+            request.session = engine.SessionStore(self.session_key)
+            user = get_user(request)
+            return (
+                user.is_authenticated
+                and user.pk == self.user_id
+                and visible_servers(user)
+                .filter(pk=self.server_id, name=self.server_name)
+                .exists()
+            )
+        finally:
+            connection.close()
+
+
+async def _stream(viewer: Viewer, after: int) -> AsyncIterator[str]:
+    subscription = Subscription(viewer.server_id)
+    try:
+        # Subscribe first, then replay: an event committed in between comes
+        # both ways, and the copy from the feed is skipped.
+        await sync_to_async(_subscribe, thread_sensitive=False)(subscription)
+        replay = sync_to_async(_replay, thread_sensitive=False)
+        items = await replay(viewer.server_id, after)
+        yield f"retry: {RECONNECT_MS}\n\n"
+        replayed: set[int] = set()
+        while True:
+            if items:
+                yield "".join(item.text for item in items)
+                replayed.update(item.event_id for item in items)
+                after = items[-1].event_id
+            if len(items) < BATCH:
+                break
+            items = await replay(viewer.server_id, after)
+        async for text in _follow(viewer, subscription, replayed):
+            yield text
+    finally:
+        FEED.unsubscribe(subscription)
+
+
+async def _follow(
+    viewer: Viewer, subscription: Subscription, replayed: set[int]
+) -> AsyncIterator[str]:
+    """New events from the feed, keepalives in silence, until access ends."""
+    last_sent = checked = time.monotonic()
     while True:
-        messages, after = await sync_to_async(read_messages, thread_sensitive=False)(
-            server_id, after
-        )
-        if messages:
-            yield "".join(messages)
-            last_sent = time.monotonic()
-        elif time.monotonic() - last_sent >= KEEPALIVE_INTERVAL:
+        now = time.monotonic()
+        wait = min(last_sent + KEEPALIVE_INTERVAL, checked + ACCESS_INTERVAL) - now
+        try:
+            item: Item | None = await subscription.next(wait)
+        except TimeoutError:
+            pass
+        else:
+            if item is END:
+                return  # the browser reconnects and resumes from the log
+            assert item is not None
+            if item.event_id not in replayed:
+                yield item.text
+                last_sent = time.monotonic()
+            continue
+        if time.monotonic() - checked >= ACCESS_INTERVAL:
+            try:
+                allowed = await sync_to_async(
+                    viewer.still_allowed, thread_sensitive=False
+                )()
+            except DatabaseError as exc:
+                # Unknown is not allowed: the browser reconnects and asks
+                # again (the page cannot change meanwhile anyway).
+                logger.warning(
+                    "event stream of %s ended: could not check access: %s",
+                    viewer.server_name,
+                    exc,
+                    extra={"action": "stream_access_unknown"},
+                )
+                return
+            if not allowed:
+                logger.info(
+                    "event stream of %s ended: its viewer may no longer see it",
+                    viewer.server_name,
+                    extra={"action": "stream_access_ended"},
+                )
+                return
+            checked = time.monotonic()
+        if time.monotonic() - last_sent >= KEEPALIVE_INTERVAL:
             yield ": keepalive\n\n"
             last_sent = time.monotonic()
-        await asyncio.sleep(POLL_INTERVAL)
+
+
+def _subscribe(subscription: Subscription) -> None:
+    try:
+        FEED.subscribe(subscription)
+    finally:
+        connection.close()
+
+
+def _replay(server_id: int, after: int) -> list[Item]:
+    """The server's events after `after` from the log, holding no connection."""
+    try:
+        return read_items(server_id, after)
+    finally:
+        connection.close()
 
 
 def read_messages(server_id: int, after: int) -> tuple[list[str], int]:
     """The SSE messages for this server's events after `after`, and the new mark.
 
-    Opens and closes its own database connection, so no connection is held
-    while the stream sleeps.
+    Opens and closes its own database connection.
     """
-    close_old_connections()
-    try:
-        events = list(
-            Event.objects.filter(server_id=server_id, pk__gt=after)
-            .select_related("operation", "record_type")
-            .order_by("id")[:BATCH]
-        )
-        messages = [text for event in events for text in _messages(event)]
-        return messages, events[-1].pk if events else after
-    finally:
-        connection.close()
-
-
-def _messages(event: Event) -> list[str]:
-    data = json.dumps(
-        {
-            "status": event.status,
-            "record": event.record_label,
-            "operation": event.operation_id,
-        }
-    )
-    names = [row_key_of(event), _kind_event(event), "server"]
-    return [
-        f"id: {event.pk}\nevent: {name}\ndata: {data}\n\n" for name in names if name
-    ]
-
-
-def _kind_event(event: Event) -> str | None:
-    kind = kind_of(event)
-    return f"kind-{kind}" if kind else None
+    items = _replay(server_id, after)
+    messages = [message for item in items for message in item.messages]
+    return messages, items[-1].event_id if items else after
