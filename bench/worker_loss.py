@@ -201,6 +201,23 @@ def run(quick: bool) -> Section:
     return section
 
 
+def smoke() -> dict[str, object]:
+    """One BrokeForge run of the first scenario, for the test suite: what it
+    reported, not how fast (tests/bench/test_bench.py)."""
+    with workdir("bench-smoke-") as tmp, Host(tmp) as host:
+        result = one_run(
+            BrokeForge(tmp, host), host, whole=False, tag="smoke", cap=30, watch=2
+        )
+        starts = len(host.starts("smoke"))
+    return {
+        "reported": result.reported,
+        "reason": result.reason,
+        "reran": result.rerun_after is not None,
+        "starts": starts,
+        "left_running": result.left_running,
+    }
+
+
 def _worst(times: list[float | None]) -> str:
     if any(t is None for t in times):
         return "not reported within the cap"
