@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, stopping the running benchmark's child.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.one:
         return run_one(args.one, args.quick, Path(args.out))
 
@@ -79,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(name: str, quick: bool, out: Path) -> int:
     """In the child: import and run one benchmark, write its sections as JSON."""
+
+    def stop(signum: int, frame: object) -> None:
+        # Unwind, so every context manager stops what it started (the SSH
+        # host's mounts, redis-server, the systems' processes).
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         module = importlib.import_module(f"bench.{name}")
         result = module.run(quick)
@@ -98,18 +108,33 @@ def run_child(name: str, quick: bool) -> list[Section]:
         if quick:
             command.append("--quick")
         limit = LIMIT_SECONDS["quick" if quick else "full"]
+        child = subprocess.Popen(command, cwd=REPO)
         try:
-            completed = subprocess.run(command, cwd=REPO, timeout=limit, check=False)
+            child.wait(timeout=limit)
         except subprocess.TimeoutExpired:
+            stop_child(child)
             return [failure(name, f"stopped after {limit} s without finishing")]
+        except BaseException:
+            stop_child(child)  # Ctrl-C or SIGTERM: let it clean up, then stop
+            raise
         text = Path(out.name).read_text()
         if not text:
-            return [failure(name, f"exited with status {completed.returncode}")]
+            return [failure(name, f"exited with status {child.returncode}")]
     sections = []
     for data in json.loads(text):
         data["goals"] = [Goal(**g) for g in data["goals"]]
         sections.append(Section(**data))
     return sections
+
+
+def stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a benchmark child (it unwinds and cleans up), SIGKILL it late."""
+    child.terminate()
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def failure(name: str, detail: str) -> Section:
