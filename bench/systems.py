@@ -73,7 +73,7 @@ class BrokeForge(System):
     """
 
     name = "BrokeForge"
-    whole_worker = "`brokeforge worker` killed (its process group); `web` alive"
+    whole_worker = "`brokeforge worker` killed; `web` alive, no worker restarted"
 
     def __init__(self, workdir: Path, host: Host) -> None:
         self.host = host
