@@ -260,3 +260,125 @@ def python() -> str:
 
 def ssh_env(host: Host, redis_url: str) -> dict[str, str]:
     return {"BENCH_SSH": json.dumps(host.ssh_argv), "BENCH_REDIS_URL": redis_url}
+
+
+def postgres_bindir() -> Path | None:
+    """Debian's newest PostgreSQL server binaries, if installed (and the
+    `postgres` user that runs them)."""
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return None
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: (
+            int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0
+        ),
+    )
+    return found[-1].parent if found else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster listening only on a Unix socket in a
+    temp dir (no TCP port), owned by `postgres`, trusting local connections;
+    as scripts/with-postgres makes for the tests. Never the machine's own
+    cluster."""
+
+    def __init__(self, workdir: Path) -> None:
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server installed (package postgresql)")
+        self.bindir = bindir
+        # Its own temp dir: the benchmark's is private to root, and the
+        # cluster runs as `postgres`.
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@/brokeforge?host={self.dir}"
+
+    def _as_postgres(self, *argv: str) -> None:
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {done.stdout}{done.stderr}")
+
+    def __enter__(self) -> Postgres:
+        try:
+            subprocess.run(["chown", "postgres:", str(self.dir)], check=True)
+            data = str(self.dir / "data")
+            self._as_postgres(
+                str(self.bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres",
+                "--no-sync",
+            )  # fmt: skip
+            options = (
+                f"-c listen_addresses='' -k {self.dir} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200"
+            )
+            self._as_postgres(
+                str(self.bindir / "pg_ctl"), "-D", data, "-l", str(self.dir / "log"),
+                "-w", "-o", options, "start",
+            )  # fmt: skip
+            self._as_postgres(
+                str(self.bindir / "createdb"), "-h", str(self.dir), "brokeforge"
+            )
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._as_postgres(
+                str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"),
+                "-m", "immediate", "stop",
+            )  # fmt: skip
+        subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+
+
+def run_in_child(module: str, database: str, quick: bool) -> Any:
+    """Run `python -m bench.MODULE --brokeforge DATABASE [--quick]` and
+    return the JSON it prints last: BrokeForge's side of a benchmark, on its
+    own Django settings and database, in a process of its own."""
+    command = [python(), "-m", f"bench.{module}", "--brokeforge", database]
+    if quick:
+        command.append("--quick")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err)
+        try:
+            child.wait()
+        except BaseException:
+            # Stopped: let it unwind (unmount the host, stop its processes).
+            child.terminate()
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    if child.returncode != 0:
+        raise RuntimeError(
+            f"BrokeForge on {database} failed (exit {child.returncode}):\n"
+            + stderr[-4000:]
+        )
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so context managers stop what they started."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)

@@ -75,7 +75,9 @@ class BrokeForge(System):
     name = "BrokeForge"
     whole_worker = "`brokeforge worker` killed; `web` alive, no worker restarted"
 
-    def __init__(self, workdir: Path, host: Host) -> None:
+    def __init__(
+        self, workdir: Path, host: Host, database_url: str | None = None
+    ) -> None:
         self.host = host
         home = workdir / "brokeforge-home"
         settings = {
@@ -84,9 +86,14 @@ class BrokeForge(System):
             "BROKEFORGE_LOG_LEVEL": "INFO",
         }
         os.environ.update(settings)
+        # SQLite in the temp home unless a database is given.
         os.environ.pop("BROKEFORGE_DATABASE_URL", None)
-        env = {k: v for k, v in os.environ.items() if k != "BROKEFORGE_DATABASE_URL"}
-        self.processes = Processes(workdir, env)
+        if database_url:
+            os.environ["BROKEFORGE_DATABASE_URL"] = database_url
+            self.name = "BrokeForge (PostgreSQL)"
+        else:
+            self.name = "BrokeForge (SQLite)"
+        self.processes = Processes(workdir, dict(os.environ))
 
         from brokeforge.home import setup_django
 
