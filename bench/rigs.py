@@ -315,8 +315,8 @@ class Postgres:
             subprocess.run(["chown", "postgres:", str(self.dir)], check=True)
             data = str(self.dir / "data")
             self._as_postgres(
-                str(self.bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres",
-                "--no-sync",
+                str(self.bindir / "initdb"), "-D", data, "-A", "trust",
+                "-U", "postgres", "--no-sync",
             )  # fmt: skip
             options = (
                 f"-c listen_addresses='' -k {self.dir} -c fsync=off "
