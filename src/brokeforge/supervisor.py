@@ -8,10 +8,12 @@ stop, waits a bounded time, then kills what is left.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -231,6 +233,15 @@ def web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Every running operation holds a socket or two: take what the system
+    allows rather than the usual soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency
     if getattr(args, "processes", 1) > 1:
@@ -253,6 +264,7 @@ def worker(args: argparse.Namespace) -> int:
         worker_id,
     )
 
+    _raise_open_files_limit()
     this_worker = worker_id()
     durably(workers.register, this_worker)
     # What this host's dead workers left running fails now, not a lease later.

@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from functools import cache
 from typing import Any, TypeVar
 
@@ -134,9 +135,18 @@ class OperationRunner:
         self.stop_reason: OperationFailure | None = None
         #: When the watchdog failed this operation (monotonic), if it did.
         self.abandoned_at: float | None = None
-        # Database work from inside the event loop goes to one thread, so
-        # the loop never blocks on it and its connection is closed at the end.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bf-db")
+        # Database work from inside the event loop goes to other threads, so
+        # the loop never blocks on it: the worker's shared ones, or one of its
+        # own (whose connection is closed at the end) outside a worker.
+        shared = loop.db_executor()
+        self._own_db = shared is None
+        self._db = shared or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="bf-db"
+        )
+        #: This operation's database work not yet done: the runner waits for
+        #: it before letting go, so work stuck there keeps it visible to the
+        #: watchdog.
+        self._pending: set[Future[Any]] = set()
 
     def run(self) -> None:
         if SHUTDOWN.is_set():
@@ -144,6 +154,9 @@ class OperationRunner:
         operation = durably(machine.claim, self.operation_id, self.worker)
         if operation is None:
             return
+        # This thread's connection would sit idle while the remote work runs
+        # (its writes go through `_in_db`): hand it back until the end.
+        connections.close_all()
         self.operation = operation
         self.deadline = (
             time.monotonic()
@@ -185,10 +198,14 @@ class OperationRunner:
             self._log("\n== succeeded\n")
             self._end(machine.succeed, operation)
         finally:
+            # Work stuck in a database thread keeps this operation listed,
+            # where the watchdog sees it.
+            wait_futures(list(self._pending))
             with _running_lock:
                 _running.pop(operation.pk, None)
-            self._db.submit(connections.close_all).result()
-            self._db.shutdown()
+            if self._own_db:
+                self._db.submit(connections.close_all).result()
+                self._db.shutdown()
 
     def _end(
         self,
@@ -378,7 +395,10 @@ class OperationRunner:
             heartbeat.cancel()
 
     async def _in_db(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._db, work)
+        future = self._db.submit(work)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return await asyncio.wrap_future(future)
 
     async def _on_output(self, text: str) -> None:
         self._log(text)
@@ -513,7 +533,13 @@ def start_watchdog_thread() -> threading.Thread:
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            loop_once()
+            try:
+                loop_once()
+            except Exception:
+                # The watchdog must outlive its own mistakes.
+                logger.exception(
+                    "watchdog pass failed", extra={"action": "watchdog_error"}
+                )
 
     thread = threading.Thread(target=watch, name="bf-watchdog", daemon=True)
     thread.start()
