@@ -38,5 +38,10 @@ class BenchJob(PackageKind):
     ) -> str:
         return remote_command(params["mode"], params["tag"], params["seconds"]) + "\n"
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         return "true\n"

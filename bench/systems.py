@@ -57,6 +57,10 @@ class System:
         """When the system itself says the job started (its timeout's origin)."""
         raise NotImplementedError
 
+    def reason(self, job: Any) -> str:
+        """The reason the system gives for the job's failure."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
 
