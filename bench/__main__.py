@@ -237,7 +237,7 @@ def write_performance(results: list[tuple[str, list[Section], float]]) -> None:
         body = "".join(render_markdown(s) + "\n" for s in sections)
         kept[name] = (
             f"<!-- bench:{name} -->\n"
-            f"<!-- measured {stamp} at commit {commit()}, in {elapsed:.0f} s -->\n"
+            f"<!-- finished {stamp} at commit {commit()}, after {elapsed:.0f} s -->\n"
             f"{body}<!-- /bench:{name} -->\n"
         )
     info = machine()
