@@ -133,6 +133,8 @@ class OperationRunner:
         self.deadline = float("inf")
         #: Set from another thread (the watchdog) to stop the work.
         self.stop_reason: OperationFailure | None = None
+        #: Whether the action's script was started on the server.
+        self.script_started = False
         #: When the watchdog failed this operation (monotonic), if it did.
         self.abandoned_at: float | None = None
         # Database work from inside the event loop goes to other threads, so
@@ -151,12 +153,11 @@ class OperationRunner:
     def run(self) -> None:
         if SHUTDOWN.is_set():
             return  # a stopping worker takes no new work; the reaper re-dispatches
-        operation = durably(machine.claim, self.operation_id, self.worker)
+        operation = self._in_db_now(
+            durably, machine.claim, self.operation_id, self.worker
+        )
         if operation is None:
             return
-        # This thread's connection would sit idle while the remote work runs
-        # (its writes go through `_in_db`): hand it back until the end.
-        connections.close_all()
         self.operation = operation
         self.deadline = (
             time.monotonic()
@@ -207,12 +208,32 @@ class OperationRunner:
                 self._db.submit(connections.close_all).result()
                 self._db.shutdown()
 
+    def _in_db_now(self, work: Callable[..., T], *args: Any) -> T:
+        """Database work from this operation's own thread, waited for.
+
+        In a worker it runs on the shared database threads, so the threads
+        that run operations hold no connection of their own and the count
+        of connections does not grow with `--concurrency`.
+        """
+        if self._own_db:
+            return work(*args)
+        return self._db.submit(work, *args).result()
+
     def _end(
         self,
         finish: Callable[..., bool],
         operation: Operation,
         *args: Any,
         **kwargs: Any,
+    ) -> None:
+        self._in_db_now(self._write_end, finish, operation, args, kwargs)
+
+    def _write_end(
+        self,
+        finish: Callable[..., bool],
+        operation: Operation,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         # The result matters more than the output: a failed flush must not
         # keep the operation from ending.
@@ -270,9 +291,7 @@ class OperationRunner:
                 stop.append(
                     WorkerShutdown(
                         "interrupted by a worker shutdown: BrokeForge was "
-                        "stopped at once; the remote command was stopped, and "
-                        "the server may have been changed part-way: Retry "
-                        "checks it again"
+                        f"stopped at once; {self._aftermath()}"
                     )
                 )
                 work.cancel()
@@ -284,9 +303,7 @@ class OperationRunner:
                         WorkerShutdown(
                             "interrupted by a worker shutdown: BrokeForge was "
                             f"stopped and the operation did not end within "
-                            f"{shutdown_grace():g} s; the remote command was "
-                            "stopped, and the server may have been changed "
-                            "part-way: Retry checks it again"
+                            f"{shutdown_grace():g} s; {self._aftermath()}"
                         )
                     )
                     work.cancel()
@@ -297,13 +314,22 @@ class OperationRunner:
                 if who is not None:
                     stop.append(
                         OperationCancelled(
-                            f"cancelled by {who} while it ran; the remote command "
-                            "was stopped, and the server may have been changed "
-                            "part-way: Retry checks it again"
+                            f"cancelled by {who} while it ran; {self._aftermath()}"
                         )
                     )
                     work.cancel()
                     return
+
+    def _aftermath(self) -> str:
+        """What stopping the work now leaves on the server, in words."""
+        if not self.script_started:
+            return (
+                "its script had not started on the server, so nothing was changed there"
+            )
+        return (
+            "the remote command was stopped, and the server may have been "
+            "changed part-way: Retry checks it again"
+        )
 
     def _cancel_requested_by(self) -> str | None:
         try:
@@ -365,6 +391,8 @@ class OperationRunner:
                 facts = HostFacts.parse(facts_result.output)
                 self._log(f"== host: {facts.pretty_name}\n")
                 script = kind.script(action, facts, operation.params)
+                # From here on the server may change.
+                self.script_started = True
                 try:
                     result = await session.run(
                         script, timeout=remaining(), on_output=self._on_output
@@ -381,7 +409,7 @@ class OperationRunner:
                     )
                 self._log("== verifying on the host\n")
                 verify = await session.run(
-                    kind.verify_script(action, facts),
+                    kind.verify_script(action, facts, operation.params),
                     timeout=min(VERIFY_TIMEOUT, remaining()),
                     on_output=self._on_output,
                 )
