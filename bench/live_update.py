@@ -125,6 +125,16 @@ def section(results: dict[str, dict[str, Any]]) -> Section:
                 seconds(percentile(arrivals, 50)) if arrivals else "-",
             ]
         )
+        slow = [latency for latency in latencies if latency > 1]
+        if slow:
+            out.notes.append(
+                f"{name}: {len(slow)} change(s) took over 1 s (up to "
+                f"{seconds(max(slow))}), most likely a row that missed its "
+                "event and caught up with its 5 s poll: htmx registers a "
+                "swapped row's event listeners only after its settle delay "
+                "(20 ms), so an event arriving in that window is lost "
+                '(`hx-swap="outerHTML settle:0ms"` closes it).'
+            )
         met = p95 < GOAL_SECONDS and result["missed"] == 0
         out.goals.append(Goal(f"p95 under 300 ms ({name})", met, seconds(p95)))
     out.notes += [
