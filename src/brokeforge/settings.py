@@ -142,6 +142,14 @@ def _seconds(name: str, default: float, upper: float) -> float:
     return value
 
 
+def _seconds_or_zero(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds") from None
+
+
 # How long a heartbeat vouches for a worker and its operation.
 BROKEFORGE_LEASE_SECONDS = _seconds("BROKEFORGE_LEASE_SECONDS", 15, 3600)
 # A queued operation no worker took within this long is failed, saying so.
@@ -167,6 +175,12 @@ def _networks(name: str) -> list[IPv4Network | IPv6Network]:
 
 
 BROKEFORGE_TRUSTED_PROXIES = _networks("BROKEFORGE_TRUSTED_PROXIES")
+# An unused SSH connection to a server is kept this long for the next
+# operation (0: no reuse between operations); read by servers.ssh.
+if not 0 <= _seconds_or_zero("BROKEFORGE_SSH_IDLE_SECONDS", 60) <= 3600:
+    raise ImproperlyConfigured(
+        "BROKEFORGE_SSH_IDLE_SECONDS must be from 0 to 3600 seconds"
+    )
 # `brokeforge serve` reads every server's monitoring samples this often.
 BROKEFORGE_METRICS_INTERVAL = _seconds("BROKEFORGE_METRICS_INTERVAL", 60, 86400)
 # How often an idle worker looks for new work: 0.1 s on SQLite; on

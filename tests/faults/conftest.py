@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from brokeforge.servers.models import Server
-from tests.faults.harness import Fleet, remote_leftovers
+from tests.faults.harness import Fleet, wait_no_leftovers
 from tests.faults.probe import PROBE_LOG
 from tests.testhosts.fixtures import DebianTestHost
 
@@ -37,7 +37,9 @@ def host(debian_host: DebianTestHost) -> Iterator[DebianTestHost]:
     """The shared Debian host, with a fresh probe log and nothing left running."""
     debian_host.run(f"rm -f {PROBE_LOG}")
     yield debian_host
-    assert not remote_leftovers(debian_host.root)
+    # A dead-man's switch ends its watcher once the channel has closed:
+    # give it the moment that takes.
+    assert not wait_no_leftovers(debian_host.root)
 
 
 @pytest.fixture
