@@ -762,7 +762,14 @@ class SSHSession:
         """
         if pgid is None or self._conn is None:
             return False
-        kill = f"kill -TERM -- -{pgid} 2>/dev/null; sleep 1; kill -KILL -- -{pgid}"
+        # TERM, then KILL only if the group outlives a second: most scripts
+        # end at once, and their operation ends as soon as they have.
+        kill = (
+            f"kill -TERM -- -{pgid} 2>/dev/null; "
+            "for _ in 1 2 3 4 5 6 7 8 9 10; do "
+            f"kill -0 -- -{pgid} 2>/dev/null || exit 0; sleep 0.1; done; "
+            f"kill -KILL -- -{pgid}"
+        )
         try:
             await asyncio.wait_for(self._conn.run(kill, check=False), KILL_TIMEOUT)
         except (TimeoutError, asyncssh.Error, OSError):
