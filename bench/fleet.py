@@ -1,0 +1,243 @@
+"""Benchmark 6 of issue 7: a fleet of hosts, one install each, all at once.
+
+A real `brokeforge serve` on a fresh SQLite database; N bench hosts
+(bench/hosts.py: in-process SSH servers on loopback whose install takes
+3 s). The benchmark registers every host through the API with one key and
+pins its host key (the API's connection check), times one install alone,
+then asks for an install on every host at once — N API requests from 8
+threads with the token — and waits until every operation has ended. It
+reports the wall time from the first request to the last operation's end,
+the peak memory of BrokeForge's processes (RSS of `serve` and all its
+children summed, sampled from /proc every 100 ms; shared pages count once
+per process, so this overstates a little) and every record's status.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bench.common import Goal, Section, seconds
+from bench.hosts import HostFarm
+from bench.instance import (
+    REPO,
+    Installation,
+    MemorySampler,
+    workdir,
+)
+
+KIND = "benchinstall"
+INSTALL_SECONDS = 3.0
+GIB = 1024**3
+REQUEST_THREADS = 8
+
+
+@dataclass
+class FleetResult:
+    hosts: int
+    workers: int
+    concurrency: int | None
+    install_seconds: float
+    one_alone: float = 0.0
+    wall: float = 0.0
+    requests: float = 0.0
+    peak_rss: int = 0
+    peak_processes: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    #: Most installs the farm saw running at the same moment.
+    most_at_once: int = 0
+    #: (started, finished) of each fleet operation, as the API reports them.
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+
+def concurrency_supported() -> bool:
+    """Whether this BrokeForge's `serve` takes --concurrency."""
+    result = subprocess.run(
+        [sys.executable, "-m", "brokeforge", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings"},
+        check=False,
+    )
+    return "--concurrency" in result.stdout
+
+
+def _timestamp(value: str | None) -> float | None:
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def _wait_ended(
+    bf: Installation, ids: set[int], timeout: float
+) -> dict[int, dict[str, Any]]:
+    """Poll the API until every operation in `ids` has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ops = {op["id"]: op for op in bf.operations(limit=500) if op["id"] in ids}
+        done = {i: op for i, op in ops.items() if op["finished_at"]}
+        if len(done) == len(ids):
+            return done
+        if time.monotonic() > deadline:
+            return done
+        time.sleep(0.25)
+
+
+def most_at_once(farm: HostFarm) -> int:
+    """The most install scripts the farm's hosts ran at one moment."""
+    moments: list[tuple[float, int]] = []
+    for seen in farm.all_execs():
+        if seen.what.startswith("echo 'bench install") and seen.ended_at:
+            moments += [(seen.at, 1), (seen.ended_at, -1)]
+    running = best = 0
+    for _, step in sorted(moments):
+        running += step
+        best = max(best, running)
+    return best
+
+
+def measure(
+    hosts: int,
+    *,
+    workers: int,
+    concurrency: int | None,
+    install_seconds: float = INSTALL_SECONDS,
+    timeout: float = 600,
+) -> FleetResult:
+    """Run the fleet once and return what was seen (no judging)."""
+    from brokeforge.servers.keys import generate_key_pair
+
+    result = FleetResult(hosts, workers, concurrency, install_seconds)
+    private_key, public_key = generate_key_pair()
+    with (
+        workdir("bench-fleet-") as path,
+        HostFarm(hosts + 1, public_key, prefix="fleet") as farm,
+        Installation(path) as bf,
+    ):
+        bf.create_account()
+        bf.serve(workers=workers, concurrency=concurrency)
+        ids = bf.add_servers(farm.hosts, private_key)
+        solo, fleet = farm.hosts[0], farm.hosts[1:]
+        params = {"params": {"seconds": install_seconds}}
+
+        # One install alone: the yardstick (and the workers' warm-up).
+        started = time.time()
+        answer = bf.api("POST", f"/servers/{ids[solo.name]}/records/{KIND}", params)
+        op_id = answer["operation"]["id"]
+        ended = _wait_ended(bf, {op_id}, timeout=120)
+        finished = _timestamp(ended[op_id]["finished_at"]) if ended else None
+        if finished is None:
+            raise RuntimeError(f"the single install did not end:\n{bf.log_tail()}")
+        result.one_alone = finished - started
+
+        def request(host: Any) -> int:
+            path = f"/servers/{ids[host.name]}/records/{KIND}"
+            return int(bf.api("POST", path, params)["operation"]["id"])
+
+        with MemorySampler(bf) as memory:
+            started = time.time()
+            with ThreadPoolExecutor(REQUEST_THREADS) as pool:
+                op_ids = set(pool.map(request, fleet))
+            result.requests = time.time() - started
+            ended = _wait_ended(bf, op_ids, timeout=timeout)
+            last = max(
+                (_timestamp(op["finished_at"]) or 0.0 for op in ended.values()),
+                default=time.time(),
+            )
+            result.wall = last - started
+        result.peak_rss, result.peak_processes = memory.peak, memory.peak_processes
+        result.spans = [
+            (_timestamp(op["started_at"]) or 0.0, _timestamp(op["finished_at"]) or 0.0)
+            for op in ended.values()
+        ]
+        result.most_at_once = most_at_once(farm)
+
+        for host in fleet:
+            record = bf.api("GET", f"/servers/{ids[host.name]}/records/{KIND}")
+            status = record["status"]
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if record["error_message"]:
+                result.errors.append(f"{host.name}: {record['error_message']}")
+    return result
+
+
+def run(quick: bool) -> Section:
+    hosts = 20 if quick else 200
+    workers = int(os.environ.get("BENCH_FLEET_WORKERS", "2"))
+    concurrency: int | None = int(
+        os.environ.get("BENCH_FLEET_CONCURRENCY", str(-(-hosts // workers)))
+    )
+    notes = []
+    if not concurrency_supported():
+        notes.append(
+            "This BrokeForge's `serve` has no --concurrency: each worker "
+            "process ran one operation at a time."
+        )
+        concurrency = None
+    result = measure(hosts, workers=workers, concurrency=concurrency)
+    return section(result, notes)
+
+
+def section(result: FleetResult, notes: list[str]) -> Section:
+    active = result.statuses.get("active", 0)
+    failed = result.statuses.get("failed", 0)
+    other = result.hosts - active - failed
+    terminal = other == 0
+    setup = f"--workers {result.workers}" + (
+        f" --concurrency {result.concurrency}" if result.concurrency else ""
+    )
+    rows = [
+        ["one install alone", "1", seconds(result.one_alone), "", "1 active"],
+        [
+            f"{result.hosts} installs at once",
+            str(result.hosts),
+            seconds(result.wall),
+            f"{result.peak_rss / 1024**2:.0f} MiB in {result.peak_processes} processes",
+            f"{active} active, {failed} failed, {other} not terminal",
+        ],
+    ]
+    ratio = result.wall / result.one_alone if result.one_alone else float("inf")
+    goals = [
+        Goal(
+            f"{result.hosts} installs end within twice the time of one",
+            ratio <= 2,
+            f"{seconds(result.wall)} = {ratio:.1f} x {seconds(result.one_alone)}",
+        ),
+        Goal(
+            "BrokeForge's processes stay under 1 GiB in all",
+            result.peak_rss < GIB,
+            f"{result.peak_rss / 1024**2:.0f} MiB",
+        ),
+        Goal(
+            "every record terminal",
+            terminal,
+            f"{active + failed} of {result.hosts}",
+        ),
+    ]
+    notes = [
+        f"`brokeforge serve {setup}` on SQLite; {result.hosts} bench hosts "
+        f"(bench/hosts.py) whose install takes {result.install_seconds:g} s; "
+        f"installs requested through the API with a token from "
+        f"{REQUEST_THREADS} threads ({seconds(result.requests)} for all "
+        "requests); wall time from the first request to the last operation's "
+        "end; peak RSS summed over `serve` and its children, sampled every "
+        "100 ms.",
+        f"At most {result.most_at_once} installs ran on the hosts at the same "
+        "moment.",
+        *notes,
+    ]
+    if result.errors:
+        notes.append("First errors: " + "; ".join(result.errors[:3]))
+    return Section(
+        title="6. Fleet: one install on each of many hosts, at once",
+        header=["run", "hosts", "wall time", "peak memory", "records"],
+        rows=rows,
+        goals=goals,
+        notes=notes,
+    )
