@@ -37,7 +37,9 @@ def version() -> str:
     result = subprocess.run(
         [str(bindir() / "postgres"), "--version"], capture_output=True, text=True
     )
-    return result.stdout.split()[-1] if result.stdout else "unknown"
+    # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    words = result.stdout.split()
+    return words[2] if len(words) > 2 else "unknown"
 
 
 @contextlib.contextmanager
