@@ -21,6 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bench import postgres
 from bench.common import Goal, Section, percentile, seconds
@@ -50,7 +51,7 @@ def measure(database: str, database_url: str | None, samples: int) -> DispatchRe
 
     result = DispatchResult(database)
     private_key, public_key = generate_key_pair()
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 (pauses, not secrets)
     with (
         workdir("bench-dispatch-") as path,
         HostFarm(samples + 1, public_key, prefix="dispatch") as farm,
@@ -80,10 +81,10 @@ def measure(database: str, database_url: str | None, samples: int) -> DispatchRe
     return result
 
 
-def _wait_ended(bf: Installation, op_id: int) -> dict[str, object]:
+def _wait_ended(bf: Installation, op_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while True:
-        op: dict[str, object] = bf.api("GET", f"/operations/{op_id}")
+        op: dict[str, Any] = bf.api("GET", f"/operations/{op_id}")
         if op["finished_at"] or time.monotonic() > deadline:
             return op
         time.sleep(0.05)
@@ -95,9 +96,7 @@ def run(quick: bool) -> Section:
     notes: list[str] = []
     try:
         with postgres.cluster() as url:
-            results.append(
-                measure(f"PostgreSQL {postgres.version()}", url, samples)
-            )
+            results.append(measure(f"PostgreSQL {postgres.version()}", url, samples))
     except postgres.NoPostgres as exc:
         notes.append(f"PostgreSQL skipped: {exc}.")
     return section(results, samples, notes)

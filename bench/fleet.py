@@ -228,8 +228,7 @@ def section(result: FleetResult, notes: list[str]) -> Section:
         "requests); wall time from the first request to the last operation's "
         "end; peak RSS summed over `serve` and its children, sampled every "
         "100 ms.",
-        f"At most {result.most_at_once} installs ran on the hosts at the same "
-        "moment.",
+        f"At most {result.most_at_once} installs ran on the hosts at the same moment.",
         *notes,
     ]
     if result.errors:

@@ -101,10 +101,15 @@ def script_of(command: str) -> str | None:
         words = shlex.split(command)
     except ValueError:
         return None
-    if len(words) != 8 or words[:2] != ["exec", "timeout"] or words[5:7] != [
-        "bash",
-        "-c",
-    ]:
+    if (
+        len(words) != 8
+        or words[:2] != ["exec", "timeout"]
+        or words[5:7]
+        != [
+            "bash",
+            "-c",
+        ]
+    ):
         return None
     body = words[7]
     return body.removeprefix(PRELUDE) if body.startswith(PRELUDE) else None
@@ -159,7 +164,7 @@ class HostFarm:
     async def _listen(self) -> None:
         for host in self.hosts:
             acceptor = await asyncssh.create_server(
-                lambda host=host: _Callbacks(self, host),  # type: ignore[misc]
+                lambda host=host: _Callbacks(self, host),
                 LOOPBACK,
                 0,
                 server_host_keys=[host.host_key],

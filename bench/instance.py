@@ -68,6 +68,7 @@ class Installation:
         self.log = workdir / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
 
     # -- the local command ---------------------------------------------------------
 
@@ -114,7 +115,9 @@ class Installation:
             if self.process.poll() is not None:
                 raise RuntimeError(f"brokeforge serve exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"brokeforge serve did not start:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"brokeforge serve did not start:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     def _ready(self, workers: int) -> bool:
@@ -127,7 +130,9 @@ class Installation:
         return False
 
     def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+        return (
+            self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+        )
 
     def pids(self) -> list[int]:
         """The process of `serve` and every process under it."""
@@ -136,6 +141,9 @@ class Installation:
         return descendants(self.process.pid)
 
     def stop(self) -> None:
+        for conn in self._connections:
+            conn.close()
+        self._connections.clear()
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -166,6 +174,7 @@ class Installation:
         if conn is None:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
             self._local.conn = conn
+            self._connections.append(conn)
         headers = {"Authorization": f"Bearer {self.token}"}
         data = None
         if body is not None:

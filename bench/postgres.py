@@ -3,7 +3,8 @@
 Socket only (no TCP port, so it never meets a PostgreSQL the machine runs),
 owned by the `postgres` system user, trusting local connections, removed
 afterwards. Unlike the test suite's cluster it keeps PostgreSQL's durable
-defaults (fsync, synchronous commit). Needs root (it runs the server as `postgres` with runuser).
+defaults (fsync, synchronous commit). Needs root (it runs the server as
+`postgres` with runuser).
 """
 
 from __future__ import annotations
