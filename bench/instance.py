@@ -27,6 +27,8 @@ from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "bench"
+#: Seconds a kept-alive API connection may idle before a fresh one is used.
+IDLE_REUSE = 2.0
 PASSWORD = "bench passphrase that is long enough 7"  # noqa: S105 (throwaway)
 
 
@@ -171,6 +173,11 @@ class Installation:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """One API call with the token (a keep-alive connection per thread)."""
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and time.monotonic() - self._local.used > IDLE_REUSE:
+            # uvicorn closes a connection idle for 5 s: a request sent on it
+            # then meets a closed socket. Start afresh instead.
+            conn.close()
+            conn = None
         if conn is None:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
             self._local.conn = conn
@@ -184,6 +191,7 @@ class Installation:
             conn.request(method, f"/api/v1{path}", body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
+            self._local.used = time.monotonic()
         except (OSError, http.client.HTTPException):
             conn.close()
             self._local.conn = None
