@@ -24,7 +24,6 @@ logger = logging.getLogger("brokeforge.supervisor")
 
 POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 20.0
-WORKER_POLL_INTERVAL = 0.5
 REAP_EVERY_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1
 
@@ -51,9 +50,16 @@ def describe_exit(returncode: int) -> str:
 
 class Supervisor:
     def __init__(
-        self, host: str, port: int, workers: int, *, with_web: bool = True
+        self,
+        host: str,
+        port: int,
+        workers: int,
+        *,
+        with_web: bool = True,
+        concurrency: int = 1,
     ) -> None:
         self.host, self.port, self.worker_count = host, port, workers
+        self.concurrency = concurrency
         self.with_web = with_web
         self.web: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
@@ -82,7 +88,9 @@ class Supervisor:
         worker_id = f"{socket.gethostname()}:serve-{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.worker_ids[slot] = worker_id
         env = {**os.environ, "BROKEFORGE_WORKER_ID": worker_id}
-        self.workers[slot] = self._spawn("worker", env=env)
+        self.workers[slot] = self._spawn(
+            "worker", "--concurrency", str(self.concurrency), env=env
+        )
 
     def _fail_held_operations(self, slot: int, reason: str, reason_class: str) -> None:
         from brokeforge.lifecycle.reaper import fail_worker_operations
@@ -166,8 +174,8 @@ class Supervisor:
             self.start_worker(slot)
         where = f"on http://{self.host}:{self.port}/ " if self.with_web else "(no web) "
         print(
-            f"BrokeForge is running {where}with {self.worker_count} worker(s); "
-            "Ctrl-C stops it",
+            f"BrokeForge is running {where}with {self.worker_count} worker(s) "
+            f"of {self.concurrency} operation(s) at once; Ctrl-C stops it",
             flush=True,
         )
         while not self.stopping:
@@ -196,7 +204,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {problem}; choose another with --port", file=sys.stderr)
         return 1
     _setup()
-    return Supervisor(args.host, args.port, args.workers).run()
+    return Supervisor(
+        args.host, args.port, args.workers, concurrency=args.concurrency
+    ).run()
 
 
 def web(args: argparse.Namespace) -> int:
@@ -222,66 +232,73 @@ def web(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
+    concurrency = args.concurrency
     if getattr(args, "processes", 1) > 1:
         # Several workers: supervise them like `serve` does, without the web.
         _setup()
-        return Supervisor("", 0, args.processes, with_web=False).run()
+        return Supervisor(
+            "", 0, args.processes, with_web=False, concurrency=concurrency
+        ).run()
     import django
 
     django.setup()
-    from django_tasks_db.management.commands.db_worker import Worker
-
-    from brokeforge.lifecycle import workers
-    from brokeforge.lifecycle.reaper import start_reaper_thread
+    from brokeforge.lifecycle import loop, workers
+    from brokeforge.lifecycle.consumer import Consumer
+    from brokeforge.lifecycle.reaper import fail_worker_operations, start_reaper_thread
     from brokeforge.lifecycle.runner import (
         SHUTDOWN,
+        SHUTDOWN_NOW,
         durably,
         start_watchdog_thread,
         worker_id,
     )
 
-    logging.getLogger("django_tasks_db").setLevel(logging.INFO)
     this_worker = worker_id()
     durably(workers.register, this_worker)
     # What this host's dead workers left running fails now, not a lease later.
     durably(workers.end_previous_lives, this_worker)
-    logger.info("worker %s started", this_worker, extra={"action": "worker_started"})
-    runner = Worker(
-        queue_names=["default"],
-        interval=WORKER_POLL_INTERVAL,
-        batch=False,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id=this_worker[:64],
-        excluded_queue_names=[],
+    logger.info(
+        "worker %s started, running up to %s operation(s) at once",
+        this_worker,
+        concurrency,
+        extra={"action": "worker_started", "worker_id": this_worker},
     )
+    consumer = Consumer(this_worker, concurrency)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if SHUTDOWN.is_set():
-            # Asked twice: stop now; the runner writes "interrupted".
-            raise SystemExit(1)
+            # Asked twice: no grace; each operation writes "interrupted".
+            SHUTDOWN_NOW.set()
+            return
         logger.warning(
-            "worker %s stopping (%s): no new work; the running operation has "
+            "worker %s stopping (%s): no new work; running operations have "
             "a bounded grace",
             this_worker,
             signal.Signals(signum).name,
             extra={"action": "worker_stopping", "worker_id": this_worker},
         )
         SHUTDOWN.set()
-        runner.running = False
-        if not runner.running_task:
-            raise SystemExit(0)
+        consumer.wake.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
+    loop.start()
     start_reaper_thread(worker=this_worker)
     start_watchdog_thread()
-    try:
-        runner.run()
-    finally:
-        durably(workers.stopped, this_worker)
-        logger.info(
-            "worker %s stopped", this_worker, extra={"action": "worker_stopped"}
+    ended_in_time = consumer.run()
+    if not ended_in_time:
+        durably(
+            fail_worker_operations,
+            this_worker,
+            "interrupted by a worker shutdown: the operation did not end "
+            "within the worker's stop time; the server may have been changed "
+            "part-way: Retry checks it again",
+            "worker_shutdown",
         )
+    durably(workers.stopped, this_worker)
+    logger.info("worker %s stopped", this_worker, extra={"action": "worker_stopped"})
+    if not ended_in_time:
+        # An operation thread is stuck; it would hold the interpreter's exit.
+        logging.shutdown()
+        os._exit(1)
     return 0

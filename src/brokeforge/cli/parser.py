@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from importlib import import_module
 from typing import TypeAlias
@@ -10,6 +11,9 @@ from typing import TypeAlias
 from brokeforge.cli import commands
 
 LONG_RUNNING = {"serve", "web", "worker"}
+#: Operations a worker process runs at once unless told otherwise.
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 1000
 #: The action verbs, each with the other words it answers to.
 ACTIONS = {
     "install": ("create", "add", "provision", "deploy"),
@@ -68,6 +72,7 @@ def _add_processes(verbs: Verbs) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=_positive_int, default=2)
+    _add_concurrency(serve)
     serve.set_defaults(handler=_lazy("brokeforge.supervisor", "serve"))
 
     web = verbs.add_parser("web", help="run the web app alone (no workers)")
@@ -85,7 +90,34 @@ def _add_processes(verbs: Verbs) -> None:
         help="run this many worker processes under a supervisor that fails a "
         "dead one's operation at once and restarts it",
     )
+    _add_concurrency(worker)
     worker.set_defaults(handler=_lazy("brokeforge.supervisor", "worker"))
+
+
+def _add_concurrency(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        # A string default goes through `type`: a bad variable is a clear
+        # usage error of this verb only.
+        default=os.environ.get("BROKEFORGE_WORKER_CONCURRENCY")
+        or str(DEFAULT_CONCURRENCY),
+        help="operations each worker process runs at once (default: "
+        f"$BROKEFORGE_WORKER_CONCURRENCY or {DEFAULT_CONCURRENCY}); those that "
+        "use one server's package manager still run one at a time",
+    )
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_CONCURRENCY}, not {text!r}"
+        )
+    return value
 
 
 def _add_accounts(verbs: Verbs) -> None:

@@ -52,3 +52,10 @@ class WorkerShutdown(OperationFailure):
     """The worker was asked to stop and the operation outlived its grace."""
 
     reason_class = "worker_shutdown"
+
+
+class StuckPastDeadline(OperationFailure):
+    """The operation outlived its deadline where no timeout of its own reached
+    it; the watchdog ended it."""
+
+    reason_class = "timed_out"

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -62,6 +62,8 @@ DEADLINE_GRACE_SECONDS = 10
 #: Seconds a running operation's worker has to honour a cancel before the
 #: reaper ends the operation itself.
 CANCEL_GRACE_SECONDS = 10
+#: The PostgreSQL channel `dispatch` notifies; idle workers listen on it.
+DISPATCH_CHANNEL = "brokeforge_dispatch"
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -276,6 +278,11 @@ def dispatch(operation: Operation) -> None:
         task_id=str(result.id), ready_at=ready_at
     )
     operation.task_id, operation.ready_at = str(result.id), ready_at
+    if connection.vendor == "postgresql":
+        # Delivered at commit: idle workers wake at once instead of polling
+        # (see lifecycle.consumer).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [DISPATCH_CHANNEL])
 
 
 def _dispatch_next(server_id: int) -> None:

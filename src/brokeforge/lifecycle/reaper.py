@@ -17,7 +17,10 @@ up within `BROKEFORGE_QUEUE_TIMEOUT` is failed, saying so.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -166,20 +169,35 @@ def fail_worker_operations(worker: str, reason: str, reason_class: str) -> int:
     return ended
 
 
+#: How often every BrokeForge process looks for dead workers on its host.
+LOCAL_CHECK_SECONDS = 1.0
+
+
 def start_reaper_thread(worker: str | None = None) -> threading.Thread:
     """Run `reap` every few seconds in a daemon thread of this process.
 
-    In a worker process it also refreshes the worker's own heartbeat in the
-    registry.
+    Every second it also looks for workers of this host whose process is
+    gone (a cheap check of /proc), so their operations fail within seconds
+    rather than a lease later. In a worker process it refreshes the
+    worker's own heartbeat in the registry.
     """
+    me = worker or f"the reaper of {socket.gethostname()}:{os.getpid()}"
 
     def loop() -> None:
         stop = threading.Event()
-        while not stop.wait(workers.heartbeat_interval()):
+        last_pass = 0.0
+        while not stop.wait(LOCAL_CHECK_SECONDS):
             try:
-                if worker is not None:
-                    workers.heartbeat(worker)
-                reap()
+                workers.end_dead_here(
+                    "found by the reaper of another BrokeForge process",
+                    by=me,
+                    exclude=worker,
+                )
+                if time.monotonic() - last_pass >= workers.heartbeat_interval():
+                    last_pass = time.monotonic()
+                    if worker is not None:
+                        workers.heartbeat(worker)
+                    reap()
             except DatabaseError as exc:
                 logger.warning(
                     "reaper could not read the database: %s",

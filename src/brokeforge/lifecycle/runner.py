@@ -10,7 +10,6 @@ result is retried while the database is briefly unavailable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -28,10 +27,11 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 from django_tasks import task
 
-from brokeforge.lifecycle import machine, spool, workers
+from brokeforge.lifecycle import loop, machine, spool, workers
 from brokeforge.lifecycle.errors import (
     OperationCancelled,
     OperationFailure,
+    StuckPastDeadline,
     WorkerShutdown,
 )
 from brokeforge.lifecycle.models import Action, Operation, OperationState
@@ -55,11 +55,21 @@ CANCEL_POLL_INTERVAL = 1.0
 WATCHDOG_GRACE_SECONDS = 5.0
 
 #: Set when this worker process is asked to stop (see `supervisor.worker`):
-#: it takes no new work, and the running operation gets a bounded grace.
+#: it takes no new work, and the running operations get a bounded grace.
 SHUTDOWN = threading.Event()
-#: The operation this process runs now and its deadline (monotonic), for
-#: the watchdog.
-_current: dict[str, Any] = {}
+#: Set when asked to stop a second time: no grace, stop everything now.
+SHUTDOWN_NOW = threading.Event()
+#: Set by the watchdog when an operation is stuck in this process: take no
+#: new work, and end the process once the healthy operations are done.
+DRAIN = threading.Event()
+#: The operations this process runs now, by id, for the watchdog.
+_running: dict[int, OperationRunner] = {}
+_running_lock = threading.Lock()
+
+
+def running_count() -> int:
+    with _running_lock:
+        return len(_running)
 
 
 def shutdown_grace() -> float:
@@ -117,6 +127,13 @@ class OperationRunner:
         #: Characters dropped from the head to keep the stored output bounded.
         self.dropped = 0
         self._last_flush = 0.0
+        self.operation: Operation | None = None
+        #: Monotonic time past which the operation is overdue.
+        self.deadline = float("inf")
+        #: Set from another thread (the watchdog) to stop the work.
+        self.stop_reason: OperationFailure | None = None
+        #: When the watchdog failed this operation (monotonic), if it did.
+        self.abandoned_at: float | None = None
         # Database work from inside the event loop goes to one thread, so
         # the loop never blocks on it and its connection is closed at the end.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bf-db")
@@ -127,15 +144,16 @@ class OperationRunner:
         operation = durably(machine.claim, self.operation_id, self.worker)
         if operation is None:
             return
-        _current.update(
-            operation=operation,
-            worker=self.worker,
-            deadline=time.monotonic()
+        self.operation = operation
+        self.deadline = (
+            time.monotonic()
             + operation.timeout_seconds
-            + machine.DEADLINE_GRACE_SECONDS,
+            + machine.DEADLINE_GRACE_SECONDS
         )
+        with _running_lock:
+            _running[operation.pk] = self
         try:
-            asyncio.run(self._execute(operation))
+            loop.run(self._execute(operation))
         except OperationCancelled as exc:
             self._log(f"\n== cancelled: {exc.message}\n")
             self._end(
@@ -167,7 +185,8 @@ class OperationRunner:
             self._log("\n== succeeded\n")
             self._end(machine.succeed, operation)
         finally:
-            _current.clear()
+            with _running_lock:
+                _running.pop(operation.pk, None)
             self._db.submit(connections.close_all).result()
             self._db.shutdown()
 
@@ -226,6 +245,21 @@ class OperationRunner:
         while not work.done():
             await asyncio.sleep(0.2)
             now = time.monotonic()
+            if self.stop_reason is not None:
+                stop.append(self.stop_reason)
+                work.cancel()
+                return
+            if SHUTDOWN_NOW.is_set():
+                stop.append(
+                    WorkerShutdown(
+                        "interrupted by a worker shutdown: BrokeForge was "
+                        "stopped at once; the remote command was stopped, and "
+                        "the server may have been changed part-way: Retry "
+                        "checks it again"
+                    )
+                )
+                work.cancel()
+                return
             if SHUTDOWN.is_set():
                 shutdown_seen = shutdown_seen or now
                 if now - shutdown_seen >= shutdown_grace():
@@ -428,41 +462,83 @@ def _lock_holder(output: str) -> list[str]:
 
 
 def start_watchdog_thread() -> threading.Thread:
-    """End this worker process when its operation outlives its deadline.
+    """Watch this worker's operations from outside their code.
 
     The runner's own timeouts end an operation on time; this is for when
-    they cannot (code stuck outside the event loop). It writes the failure
-    if it can, then kills the process: `brokeforge serve` starts a new one,
-    and the reaper ends the operation if the write did not happen.
+    they cannot. An operation past its deadline plus `WATCHDOG_GRACE_SECONDS`
+    is failed here and its work is cancelled, which kills the remote
+    command. If it still holds its thread a grace later (code stuck outside
+    the event loop), or the shared event loop itself stopped answering, the
+    process is not to be trusted: it takes no new work and ends itself once
+    its healthy operations are done (at once when there are none);
+    `brokeforge serve` starts a new one, and the reaper writes any failure
+    the database did not take.
     """
 
-    def loop() -> None:
+    def loop_once() -> None:
+        now = time.monotonic()
+        with _running_lock:
+            runners = list(_running.values())
+        stuck_loop = loop.stalled_for() >= WATCHDOG_GRACE_SECONDS
+        for runner in runners:
+            overdue = now - runner.deadline
+            if runner.abandoned_at is None and (
+                overdue >= WATCHDOG_GRACE_SECONDS or (stuck_loop and overdue > 0)
+            ):
+                runner.abandoned_at = now
+                _watchdog_fail(runner, overdue)
+        abandoned = [
+            r
+            for r in runners
+            if r.abandoned_at is not None
+            and (now - r.abandoned_at >= WATCHDOG_GRACE_SECONDS or stuck_loop)
+        ]
+        if not abandoned:
+            return
+        DRAIN.set()
+        if len(abandoned) < len(runners) and not stuck_loop:
+            return  # healthy operations finish first; no new work meanwhile
+        operation = abandoned[0].operation
+        logger.error(
+            "operation %s is stuck in this worker past its deadline; ending "
+            "this worker",
+            operation.pk if operation else None,
+            extra={
+                "action": "watchdog_kill",
+                "operation_id": operation.pk if operation else None,
+            },
+        )
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
         while True:
             time.sleep(1.0)
-            deadline = _current.get("deadline")
-            if deadline is None:
-                continue
-            overdue = time.monotonic() - deadline
-            if overdue < WATCHDOG_GRACE_SECONDS:
-                continue
-            operation: Operation = _current["operation"]
-            logger.error(
-                "operation %s outlived its deadline by %.0f s; ending this worker",
-                operation.pk,
-                overdue,
-                extra={"action": "watchdog_kill", "operation_id": operation.pk},
-            )
-            # If the database does not answer, the reaper writes it later.
-            with contextlib.suppress(DatabaseError):
-                machine.fail(
-                    operation,
-                    f"timed out after {operation.timeout_seconds} s: the worker "
-                    "was stuck past its deadline and was ended by the watchdog",
-                    "timed_out",
-                    worker_id=_current["worker"],
-                )
-            os.kill(os.getpid(), signal.SIGKILL)
+            loop_once()
 
-    thread = threading.Thread(target=loop, name="bf-watchdog", daemon=True)
+    thread = threading.Thread(target=watch, name="bf-watchdog", daemon=True)
     thread.start()
     return thread
+
+
+def _watchdog_fail(runner: OperationRunner, overdue: float) -> None:
+    """Fail an overdue operation and stop its work (it kills the remote
+    command when the event loop still answers)."""
+    operation = runner.operation
+    if operation is None:
+        return
+    message = (
+        f"timed out after {operation.timeout_seconds} s: the worker was stuck "
+        "past its deadline and the watchdog ended the operation"
+    )
+    logger.error(
+        "operation %s outlived its deadline by %.0f s; the watchdog fails it",
+        operation.pk,
+        overdue,
+        extra={"action": "watchdog_fail", "operation_id": operation.pk},
+    )
+    runner.stop_reason = StuckPastDeadline(message)
+    # If the database does not answer, the reaper writes it later.
+    try:
+        machine.fail(operation, message, "timed_out", worker_id=runner.worker)
+    except DatabaseError:
+        connections.close_all()

@@ -105,42 +105,57 @@ def mark_silent(now: datetime | None = None) -> int:
 
 
 def end_previous_lives(current_worker_id: str) -> int:
-    """Fail what dead workers on this host left running; run at worker start.
+    """Fail what dead workers on this host left running; run at worker start."""
+    return end_dead_here(
+        "found when a new worker started",
+        by=current_worker_id,
+        exclude=current_worker_id,
+    )
+
+
+def end_dead_here(found: str, *, by: str, exclude: str | None = None) -> int:
+    """Fail what this host's dead workers left running, without waiting for
+    their lease to lapse.
 
     A worker row on this host whose process is gone (or whose pid now
-    belongs to another process) is marked stopped, and its running
-    operations fail at once, without waiting for their lease to lapse.
+    belongs to another process, or is a zombie) is marked stopped, and its
+    running operations fail at once. Every BrokeForge process on the host
+    runs this often (see `reaper.start_reaper_thread`), so a worker killed
+    with its supervisor is found within seconds as long as anything of
+    BrokeForge still runs here; the lease covers the rest.
     """
     from brokeforge.lifecycle import machine
 
     hostname = socket.gethostname()
     ended = 0
-    for worker in Worker.objects.filter(
-        hostname=hostname, stopped_at__isnull=True
-    ).exclude(id=current_worker_id):
+    candidates = Worker.objects.filter(hostname=hostname, stopped_at__isnull=True)
+    if exclude is not None:
+        candidates = candidates.exclude(id=exclude)
+    for worker in candidates:
         start = process_start(worker.pid)
         if start is not None and start == worker.process_start:
             continue  # that process still runs: it is a live sibling
-        Worker.objects.filter(id=worker.id, stopped_at__isnull=True).update(
-            stopped_at=timezone.now(),
-            end_reason=f"process gone, found by {current_worker_id}",
+        gone = Worker.objects.filter(id=worker.id, stopped_at__isnull=True).update(
+            stopped_at=timezone.now(), end_reason=f"process gone, found by {by}"
         )
+        if not gone:
+            continue  # another process found it first
         for operation in Operation.objects.filter(
             state=OperationState.RUNNING, worker_id=worker.id
         ):
             reason = (
                 f"worker lost: its process (pid {worker.pid} on {hostname}) "
-                "ended without finishing it, found when a new worker started; "
-                "the operation was not re-run, and the server may have been "
-                "changed part-way: Retry checks it again"
+                f"ended without finishing it, {found}; the operation was not "
+                "re-run, and the server may have been changed part-way: Retry "
+                "checks it again"
             )
             if machine.fail(operation, reason, "worker_lost"):
                 ended += 1
     if ended:
         logger.warning(
-            "worker %s failed %s operation(s) its host's dead workers left running",
-            current_worker_id,
+            "%s failed %s operation(s) this host's dead workers left running",
+            by,
             ended,
-            extra={"action": "previous_lives_ended", "worker_id": current_worker_id},
+            extra={"action": "dead_workers_ended", "worker_id": by},
         )
     return ended

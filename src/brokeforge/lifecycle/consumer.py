@@ -1,0 +1,176 @@
+"""The worker loop: takes queued tasks and runs up to N operations at once.
+
+Tasks are django-tasks rows (the database backend), enqueued in the same
+transaction as the status change they run. The loop claims as many ready
+rows as it has free slots — a claim is a row lock with SKIP LOCKED, so
+workers on several machines never take the same one — and runs each in a
+thread of its own; their remote work shares the process's event loop
+(`lifecycle.loop`).
+
+It learns of new work without a slow poll: on PostgreSQL a listener
+connection wakes it on the NOTIFY that `machine.dispatch` sends at commit;
+on SQLite (one machine) it looks every `SQLITE_POLL_SECONDS` with a cheap
+read that takes no lock. A finished operation wakes it too, so a freed slot
+is refilled at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from django.db import (
+    DatabaseError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
+
+from brokeforge.lifecycle import runner
+from brokeforge.lifecycle.machine import DISPATCH_CHANNEL
+
+logger = logging.getLogger(__name__)
+
+SQLITE_POLL_SECONDS = 0.1
+#: On PostgreSQL a notification wakes the loop; this slower look is for a
+#: notification lost while the listener reconnected.
+POSTGRES_POLL_SECONDS = 2.0
+#: How long a stopping worker waits for its operations beyond their grace.
+STOP_WAIT_SECONDS = 15.0
+
+
+def postgres() -> bool:
+    return bool(connections["default"].vendor == "postgresql")
+
+
+class Consumer:
+    def __init__(self, worker_id: str, concurrency: int) -> None:
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.wake = threading.Event()
+        self.running: set[Future[None]] = set()
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="bf-op"
+        )
+        self.poll_seconds = POSTGRES_POLL_SECONDS if postgres() else SQLITE_POLL_SECONDS
+
+    def run(self) -> bool:
+        """Run until asked to stop; True when every operation ended in time."""
+        if postgres():
+            threading.Thread(target=self._listen, name="bf-listen", daemon=True).start()
+        while not runner.SHUTDOWN.is_set():
+            self.wake.clear()
+            self.running = {f for f in self.running if not f.done()}
+            free = self.concurrency - len(self.running)
+            if free > 0 and not runner.DRAIN.is_set():
+                for task in self._claim(free):
+                    future = self._pool.submit(self._run, task)
+                    future.add_done_callback(lambda _: self.wake.set())
+                    self.running.add(future)
+            self.wake.wait(self.poll_seconds)
+        return self._stop()
+
+    def _claim(self, count: int) -> list[Any]:
+        from django_tasks_db.models import DBTaskResult
+        from django_tasks_db.utils import (
+            exclusive_transaction,
+            is_locked_database_exception,
+        )
+
+        close_old_connections()
+        ready = DBTaskResult.objects.ready().filter(
+            backend_name="default", queue_name="default"
+        )
+        try:
+            # A plain read first: on SQLite the claim below locks the whole
+            # database, which an idle poll must not do ten times a second.
+            if not ready.exists():
+                return []
+            with exclusive_transaction(ready.db):
+                tasks = list(ready.select_for_update(skip_locked=True)[:count])
+                for task in tasks:
+                    task.claim(self.worker_id[:64])
+        except OperationalError as exc:
+            if is_locked_database_exception(exc):
+                return []  # busy now; the next look takes them
+            logger.warning(
+                "worker %s could not read the queue: %s",
+                self.worker_id,
+                exc,
+                extra={"action": "queue_read_failed", "worker_id": self.worker_id},
+            )
+            connections.close_all()
+            time.sleep(1.0)
+            return []
+        except DatabaseError as exc:
+            logger.warning(
+                "worker %s could not read the queue: %s",
+                self.worker_id,
+                exc,
+                extra={"action": "queue_read_failed", "worker_id": self.worker_id},
+            )
+            connections.close_all()
+            time.sleep(1.0)
+            return []
+        return tasks
+
+    def _run(self, task: Any) -> None:
+        """Run one claimed task and record its end in the queue."""
+        try:
+            result = task.task_result
+            value = task.task.call(*result.args, **result.kwargs)
+            runner.durably(task.set_successful, value)
+        except Exception as exc:
+            # The operation's own outcome is already written by the runner;
+            # this is the queue's bookkeeping of an unexpected crash.
+            logger.exception(
+                "task %s crashed",
+                task.id,
+                extra={"action": "task_crashed", "worker_id": self.worker_id},
+            )
+            runner.durably(task.set_failed, exc)
+        finally:
+            connections.close_all()
+
+    def _listen(self) -> None:
+        """Wake the loop on every dispatch NOTIFY; reconnect when cut off."""
+        while not runner.SHUTDOWN.is_set():
+            wrapper = connections.create_connection("default")
+            try:
+                wrapper.connect()
+                raw = wrapper.connection
+                raw.autocommit = True
+                raw.execute(f"LISTEN {DISPATCH_CHANNEL}")
+                self.wake.set()  # anything sent while not listening
+                while not runner.SHUTDOWN.is_set():
+                    for _ in raw.notifies(timeout=5.0, stop_after=1):
+                        self.wake.set()
+            except Exception as exc:
+                logger.warning(
+                    "worker %s lost its dispatch listener: %s; polling until "
+                    "it is back",
+                    self.worker_id,
+                    exc,
+                    extra={"action": "listener_lost", "worker_id": self.worker_id},
+                )
+                time.sleep(1.0)
+            finally:
+                with contextlib.suppress(DatabaseError):
+                    wrapper.close()
+
+    def _stop(self) -> bool:
+        """Wait a bounded time for the running operations to end."""
+        limit = runner.shutdown_grace() + STOP_WAIT_SECONDS
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            self.running = {f for f in self.running if not f.done()}
+            if not self.running:
+                self._pool.shutdown(wait=True)
+                return True
+            self.wake.wait(0.2)
+            self.wake.clear()
+        return False
