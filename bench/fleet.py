@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bench.common import Goal, Section, seconds
+from bench.common import Goal, Section, percentile, seconds
 from bench.hosts import HostFarm
 from bench.instance import (
     REPO,
@@ -55,6 +55,13 @@ class FleetResult:
     most_at_once: int = 0
     #: (started, finished) of each fleet operation, as the API reports them.
     spans: list[tuple[float, float]] = field(default_factory=list)
+    #: Seconds each fleet operation waited from its request to its claim.
+    waits: list[float] = field(default_factory=list)
+    #: CPU seconds BrokeForge's processes used during the fleet run.
+    cpu: float = 0.0
+    #: CPU seconds of the benchmark's own process meanwhile (the farm, the
+    #: requests, the sampling).
+    bench_cpu: float = 0.0
 
 
 def concurrency_supported() -> bool:
@@ -141,6 +148,7 @@ def measure(
             return int(bf.api("POST", path, params)["operation"]["id"])
 
         with MemorySampler(bf) as memory:
+            own_cpu = time.process_time()
             started = time.time()
             with ThreadPoolExecutor(REQUEST_THREADS) as pool:
                 op_ids = set(pool.map(request, fleet))
@@ -151,9 +159,16 @@ def measure(
                 default=time.time(),
             )
             result.wall = last - started
+            result.bench_cpu = time.process_time() - own_cpu
         result.peak_rss, result.peak_processes = memory.peak, memory.peak_processes
+        result.cpu = memory.cpu_seconds()
         result.spans = [
             (_timestamp(op["started_at"]) or 0.0, _timestamp(op["finished_at"]) or 0.0)
+            for op in ended.values()
+        ]
+        result.waits = [
+            (_timestamp(op["started_at"]) or 0.0)
+            - (_timestamp(op["created_at"]) or 0.0)
             for op in ended.values()
         ]
         result.most_at_once = most_at_once(farm)
@@ -165,6 +180,10 @@ def measure(
             if record["error_message"]:
                 result.errors.append(f"{host.name}: {record['error_message']}")
     return result
+
+
+def _pct(values: list[float], pct: float) -> float:
+    return percentile(values, pct) if values else 0.0
 
 
 def run(quick: bool) -> Section:
@@ -202,6 +221,7 @@ def section(result: FleetResult, notes: list[str]) -> Section:
             f"{active} active, {failed} failed, {other} not terminal",
         ],
     ]
+    runs = [end - start for start, end in result.spans]
     ratio = result.wall / result.one_alone if result.one_alone else float("inf")
     goals = [
         Goal(
@@ -228,7 +248,14 @@ def section(result: FleetResult, notes: list[str]) -> Section:
         "requests); wall time from the first request to the last operation's "
         "end; peak RSS summed over `serve` and its children, sampled every "
         "100 ms.",
-        f"At most {result.most_at_once} installs ran on the hosts at the same moment.",
+        f"At most {result.most_at_once} installs ran on the hosts at the same "
+        f"moment; from request to claim p50 {seconds(_pct(result.waits, 50))}, "
+        f"max {seconds(max(result.waits, default=0))}; from claim to end p50 "
+        f"{seconds(_pct(runs, 50))}, max {seconds(max(runs, default=0))}. "
+        f"BrokeForge's processes used {result.cpu:.1f} CPU seconds, the "
+        f"benchmark's own (the farm's SSH servers, the requests) "
+        f"{result.bench_cpu:.1f}, in {seconds(result.wall)} on "
+        f"{os.cpu_count()} CPUs.",
         *notes,
     ]
     if result.errors:

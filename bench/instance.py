@@ -271,17 +271,35 @@ class MemorySampler:
         self.interval = interval
         self.peak = 0
         self.peak_processes = 0
+        #: The last CPU time (user + system, in clock ticks) seen per process.
+        self.ticks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             pids = self.installation.pids()
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+                    utime, stime = fields.split()[11:13]
+                    self.ticks[pid] = int(utime) + int(stime)
             total = rss_bytes(pids)
             if total > self.peak:
                 self.peak, self.peak_processes = total, len(pids)
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the sampled processes, from the sampler's start."""
+        now = sum(self.ticks.values())
+        return (now - self._start_ticks) / os.sysconf("SC_CLK_TCK")
+
     def __enter__(self) -> Self:
+        for pid in self.installation.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+                utime, stime = fields.split()[11:13]
+                self.ticks[pid] = int(utime) + int(stime)
+        self._start_ticks = sum(self.ticks.values())
         self._thread.start()
         return self
 
