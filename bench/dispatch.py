@@ -9,10 +9,12 @@ bench kind on a host of its own (an install of 0 s) after the previous one
 has ended, so every request meets idle workers; a random pause of 0.2 to
 0.7 s before each request keeps it from lining up with the workers' polls.
 
-The figure splits in two parts, both reported: from the request to the
-operation's claim by a worker (`started_at`: the queue's wake-up), and from
-the claim to the first command (SSH connection and handshake, host key
-check, login).
+Besides p50 and p95 of the whole, the median of its stages is reported:
+from the request to the operation row (`created_at`, written inside the
+request's transaction: the web side), to its claim by a worker
+(`started_at`: the queue's wake-up), to the TCP connection reaching the
+host (the runner's start), and — the rest up to the whole — the SSH
+handshake, host key check and login up to the first command.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ class DispatchResult:
     database: str
     #: Request sent -> first remote command on the host.
     latencies: list[float] = field(default_factory=list)
+    #: Request sent -> operation row created (inside the request's transaction).
+    created: list[float] = field(default_factory=list)
     #: Request sent -> operation claimed by a worker.
     claims: list[float] = field(default_factory=list)
+    #: Request sent -> the host accepted BrokeForge's SSH connection.
+    connected: list[float] = field(default_factory=list)
     #: Request sent -> the API's answer.
     answers: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -75,10 +81,17 @@ def measure(database: str, database_url: str | None, samples: int) -> DispatchRe
                 continue  # the warm-up: first imports, first connections
             result.latencies.append(first.at - sent)
             result.answers.append(answered - sent)
-            started = op["started_at"]
-            if started:
-                result.claims.append(datetime.fromisoformat(started).timestamp() - sent)
+            result.created.append(_at(op["created_at"]) - sent)
+            result.connected.append(
+                min((t for t in host.connections if t >= sent), default=first.at) - sent
+            )
+            if op["started_at"]:
+                result.claims.append(_at(op["started_at"]) - sent)
     return result
+
+
+def _at(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
 
 
 def _wait_ended(bf: Installation, op_id: int) -> dict[str, Any]:
@@ -111,7 +124,9 @@ def section(results: list[DispatchResult], samples: int, notes: list[str]) -> Se
                 r.database,
                 seconds(p50),
                 seconds(p95),
+                seconds(percentile(r.created, 50)),
                 seconds(percentile(r.claims, 50)) if r.claims else "",
+                seconds(percentile(r.connected, 50)),
                 seconds(percentile(r.answers, 50)),
                 str(len(r.failures)),
             ]
@@ -142,7 +157,9 @@ def section(results: list[DispatchResult], samples: int, notes: list[str]) -> Se
             "database",
             "p50",
             "p95",
+            "p50 to operation row",
             "p50 to claim",
+            "p50 to SSH connection",
             "p50 API answer",
             "failed",
         ],

@@ -20,7 +20,8 @@ out of it, drops the executor's prelude and plays the rest:
 
 Like the real prelude's dead-man's switch, a played script ends when its
 channel closes. Every exec request is recorded with the wall-clock time
-(`time.time()`) it arrived and when it ended, which is what the dispatch
+(`time.time()`) it arrived and when it ended, every accepted connection
+with the time it was accepted, which is what the dispatch
 and fleet benchmarks measure with.
 
 All hosts share one event loop in one thread, so 200 of them cost a few
@@ -83,6 +84,8 @@ class BenchHost:
     host_key: asyncssh.SSHKey
     port: int = 0
     execs: list[ExecSeen] = field(default_factory=list)
+    #: Wall-clock times TCP connections were accepted.
+    connections: list[float] = field(default_factory=list)
 
     @property
     def host_key_line(self) -> str:
@@ -307,6 +310,10 @@ class _Callbacks(asyncssh.SSHServer):
     def __init__(self, farm: HostFarm, host: BenchHost) -> None:
         self._farm = farm
         self._host = host
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        with self._farm._lock:
+            self._host.connections.append(time.time())
 
     def begin_auth(self, username: str) -> bool:
         return True
