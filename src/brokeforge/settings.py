@@ -147,6 +147,13 @@ BROKEFORGE_LEASE_SECONDS = _seconds("BROKEFORGE_LEASE_SECONDS", 15, 3600)
 BROKEFORGE_QUEUE_TIMEOUT = _seconds("BROKEFORGE_QUEUE_TIMEOUT", 1800, 7 * 86400)
 # On SIGTERM, a worker's running operation gets this long before it is ended.
 BROKEFORGE_SHUTDOWN_GRACE = _seconds("BROKEFORGE_SHUTDOWN_GRACE", 5, 3600)
+# How often an idle worker looks for new work: 0.1 s on SQLite; on
+# PostgreSQL a NOTIFY wakes it and this look is only a safety net (2 s).
+BROKEFORGE_QUEUE_POLL_SECONDS = (
+    _seconds("BROKEFORGE_QUEUE_POLL_SECONDS", 1, 3600)
+    if os.environ.get("BROKEFORGE_QUEUE_POLL_SECONDS")
+    else None
+)
 
 BROKEFORGE_MYSQL_APT_URL = os.environ.get(
     "BROKEFORGE_MYSQL_APT_URL", "https://repo.mysql.com"

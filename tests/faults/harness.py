@@ -133,16 +133,16 @@ class Fleet:
         self.processes.append(process)
         return process
 
-    def serve(self, workers: int = 1) -> subprocess.Popen[bytes]:
+    def serve(self, workers: int = 1, *args: str) -> subprocess.Popen[bytes]:
         process = self._start(
-            "serve", "--port", str(free_port()), "--workers", str(workers)
+            "serve", "--port", str(free_port()), "--workers", str(workers), *args
         )
         self.wait_for_workers(workers)
         return process
 
-    def worker(self) -> subprocess.Popen[bytes]:
+    def worker(self, *args: str) -> subprocess.Popen[bytes]:
         known = set(Worker.objects.values_list("id", flat=True))
-        process = self._start("worker")
+        process = self._start("worker", *args)
         wait_for(
             lambda: Worker.objects.exclude(id__in=known).exists(),
             60,

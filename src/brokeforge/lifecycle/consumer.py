@@ -23,6 +23,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     OperationalError,
@@ -56,7 +57,9 @@ class Consumer:
         self._pool = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="bf-op"
         )
-        self.poll_seconds = POSTGRES_POLL_SECONDS if postgres() else SQLITE_POLL_SECONDS
+        default = POSTGRES_POLL_SECONDS if postgres() else SQLITE_POLL_SECONDS
+        given = getattr(settings, "BROKEFORGE_QUEUE_POLL_SECONDS", None)
+        self.poll_seconds = float(given or default)
 
     def run(self) -> bool:
         """Run until asked to stop; True when every operation ended in time."""
