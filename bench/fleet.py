@@ -14,6 +14,7 @@ per process, so this overstates a little) and every record's status.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,7 @@ class FleetResult:
     workers: int
     concurrency: int | None
     install_seconds: float
+    via: str = "api"
     one_alone: float = 0.0
     wall: float = 0.0
     requests: float = 0.0
@@ -96,6 +98,18 @@ def _wait_ended(
         time.sleep(0.25)
 
 
+def _ask_locally(asker: subprocess.Popen[str]) -> tuple[float, set[int], float]:
+    """Let bench.request_local go; its start, operation ids and duration."""
+    assert asker.stdin is not None and asker.stdout is not None
+    if asker.stdout.readline().strip() != "ready":
+        raise RuntimeError("bench.request_local did not start")
+    asker.stdin.write("go\n")
+    asker.stdin.flush()
+    answer = json.loads(asker.stdout.readline())
+    asker.wait(timeout=60)
+    return answer["started"], set(answer["ids"]), answer["ended"] - answer["started"]
+
+
 def most_at_once(farm: HostFarm) -> int:
     """The most install scripts the farm's hosts ran at one moment."""
     moments: list[tuple[float, int]] = []
@@ -115,12 +129,18 @@ def measure(
     workers: int,
     concurrency: int | None,
     install_seconds: float = INSTALL_SECONDS,
+    via: str = "api",
     timeout: float = 600,
 ) -> FleetResult:
-    """Run the fleet once and return what was seen (no judging)."""
+    """Run the fleet once and return what was seen (no judging).
+
+    `via` is how the installs are asked for: "api" (HTTP requests with a
+    token from 8 threads) or "lifecycle" (one BrokeForge process asking for
+    each in a row through the services, as the local CLI does).
+    """
     from brokeforge.servers.keys import generate_key_pair
 
-    result = FleetResult(hosts, workers, concurrency, install_seconds)
+    result = FleetResult(hosts, workers, concurrency, install_seconds, via=via)
     private_key, public_key = generate_key_pair()
     with (
         workdir("bench-fleet-") as path,
@@ -147,12 +167,23 @@ def measure(
             path = f"/servers/{ids[host.name]}/records/{KIND}"
             return int(bf.api("POST", path, params)["operation"]["id"])
 
+        asker = None
+        if via == "lifecycle":
+            asker = bf.start(
+                "bench.request_local",
+                KIND,
+                str(install_seconds),
+                *(host.name for host in fleet),
+            )
         with MemorySampler(bf) as memory:
             own_cpu = time.process_time()
-            started = time.time()
-            with ThreadPoolExecutor(REQUEST_THREADS) as pool:
-                op_ids = set(pool.map(request, fleet))
-            result.requests = time.time() - started
+            if asker is None:
+                started = time.time()
+                with ThreadPoolExecutor(REQUEST_THREADS) as pool:
+                    op_ids = set(pool.map(request, fleet))
+                result.requests = time.time() - started
+            else:
+                started, op_ids, result.requests = _ask_locally(asker)
             ended = _wait_ended(bf, op_ids, timeout=timeout)
             last = max(
                 (_timestamp(op["finished_at"]) or 0.0 for op in ended.values()),
@@ -186,6 +217,12 @@ def _pct(values: list[float], pct: float) -> float:
     return percentile(values, pct) if values else 0.0
 
 
+VIA = {
+    "api": "through the API (8 threads, one token)",
+    "lifecycle": "through the lifecycle, in one process",
+}
+
+
 def run(quick: bool) -> Section:
     hosts = 20 if quick else 200
     workers = int(os.environ.get("BENCH_FLEET_WORKERS", "2"))
@@ -199,71 +236,84 @@ def run(quick: bool) -> Section:
             "process ran one operation at a time."
         )
         concurrency = None
-    result = measure(hosts, workers=workers, concurrency=concurrency)
-    return section(result, notes)
+    results = [
+        measure(hosts, workers=workers, concurrency=concurrency, via=via) for via in VIA
+    ]
+    return section(results, notes)
 
 
-def section(result: FleetResult, notes: list[str]) -> Section:
-    active = result.statuses.get("active", 0)
-    failed = result.statuses.get("failed", 0)
-    other = result.hosts - active - failed
-    terminal = other == 0
-    setup = f"--workers {result.workers}" + (
-        f" --concurrency {result.concurrency}" if result.concurrency else ""
+def section(results: list[FleetResult], notes: list[str]) -> Section:
+    first = results[0]
+    setup = f"--workers {first.workers}" + (
+        f" --concurrency {first.concurrency}" if first.concurrency else ""
     )
-    rows = [
-        ["one install alone", "1", seconds(result.one_alone), "", "1 active"],
-        [
-            f"{result.hosts} installs at once",
-            str(result.hosts),
-            seconds(result.wall),
-            f"{result.peak_rss / 1024**2:.0f} MiB in {result.peak_processes} processes",
-            f"{active} active, {failed} failed, {other} not terminal",
-        ],
+    rows = [["one install alone", "1", seconds(first.one_alone), "", "1 active"]]
+    goals = []
+    described = [
+        f"`brokeforge serve {setup}` on SQLite; {first.hosts} bench hosts "
+        f"(bench/hosts.py) whose install takes {first.install_seconds:g} s. "
+        "One install alone first (through the API), then one on every host, "
+        "asked for at once, either through the API with a token from "
+        f"{REQUEST_THREADS} threads, or from one BrokeForge process calling "
+        "the services in a row (bench/request_local.py, what the local CLI "
+        "does), on a fresh installation each. Wall time from the first "
+        "request to the last operation's end; peak RSS summed over `serve`, "
+        "its children and that process, sampled every 100 ms.",
     ]
-    runs = [end - start for start, end in result.spans]
-    ratio = result.wall / result.one_alone if result.one_alone else float("inf")
-    goals = [
-        Goal(
-            f"{result.hosts} installs end within twice the time of one",
-            ratio <= 2,
-            f"{seconds(result.wall)} = {ratio:.1f} x {seconds(result.one_alone)}",
-        ),
-        Goal(
-            "BrokeForge's processes stay under 1 GiB in all",
-            result.peak_rss < GIB,
-            f"{result.peak_rss / 1024**2:.0f} MiB",
-        ),
-        Goal(
-            "every record terminal",
-            terminal,
-            f"{active + failed} of {result.hosts}",
-        ),
-    ]
-    notes = [
-        f"`brokeforge serve {setup}` on SQLite; {result.hosts} bench hosts "
-        f"(bench/hosts.py) whose install takes {result.install_seconds:g} s; "
-        f"installs requested through the API with a token from "
-        f"{REQUEST_THREADS} threads ({seconds(result.requests)} for all "
-        "requests); wall time from the first request to the last operation's "
-        "end; peak RSS summed over `serve` and its children, sampled every "
-        "100 ms.",
-        f"At most {result.most_at_once} installs ran on the hosts at the same "
-        f"moment; from request to claim p50 {seconds(_pct(result.waits, 50))}, "
-        f"max {seconds(max(result.waits, default=0))}; from claim to end p50 "
-        f"{seconds(_pct(runs, 50))}, max {seconds(max(runs, default=0))}. "
-        f"BrokeForge's processes used {result.cpu:.1f} CPU seconds, the "
-        f"benchmark's own (the farm's SSH servers, the requests) "
-        f"{result.bench_cpu:.1f}, in {seconds(result.wall)} on "
-        f"{os.cpu_count()} CPUs.",
-        *notes,
-    ]
-    if result.errors:
-        notes.append("First errors: " + "; ".join(result.errors[:3]))
+    for result in results:
+        active = result.statuses.get("active", 0)
+        failed = result.statuses.get("failed", 0)
+        other = result.hosts - active - failed
+        how = VIA[result.via]
+        rows.append(
+            [
+                f"{result.hosts} at once, {how}",
+                str(result.hosts),
+                seconds(result.wall),
+                f"{result.peak_rss / 1024**2:.0f} MiB in "
+                f"{result.peak_processes} processes",
+                f"{active} active, {failed} failed, {other} not terminal",
+            ]
+        )
+        ratio = result.wall / result.one_alone if result.one_alone else float("inf")
+        goals += [
+            Goal(
+                f"{result.hosts} installs asked {how} end within twice the time of one",
+                ratio <= 2,
+                f"{seconds(result.wall)} = {ratio:.1f} x {seconds(result.one_alone)}",
+            ),
+            Goal(
+                f"under 1 GiB in all ({result.via})",
+                result.peak_rss < GIB,
+                f"{result.peak_rss / 1024**2:.0f} MiB",
+            ),
+            Goal(
+                f"every record terminal ({result.via})",
+                other == 0,
+                f"{active + failed} of {result.hosts}",
+            ),
+        ]
+        runs = [end - start for start, end in result.spans]
+        described.append(
+            f"{how[0].upper()}{how[1:]}: asking took {seconds(result.requests)}; at "
+            f"most {result.most_at_once} installs ran on the hosts at one "
+            f"moment; from request to claim p50 {seconds(_pct(result.waits, 50))}"
+            f", max {seconds(max(result.waits, default=0))}; from claim to end "
+            f"p50 {seconds(_pct(runs, 50))}, max {seconds(max(runs, default=0))}"
+            f". BrokeForge's processes used {result.cpu:.1f} CPU seconds, the "
+            f"benchmark's own (the farm's SSH servers, the requests) "
+            f"{result.bench_cpu:.1f}, in {seconds(result.wall)} on "
+            f"{os.cpu_count()} CPUs."
+            + (
+                " First errors: " + "; ".join(result.errors[:3])
+                if result.errors
+                else ""
+            )
+        )
     return Section(
         title="6. Fleet: one install on each of many hosts, at once",
         header=["run", "hosts", "wall time", "peak memory", "records"],
         rows=rows,
         goals=goals,
-        notes=notes,
+        notes=[*described, *notes],
     )

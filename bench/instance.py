@@ -69,6 +69,8 @@ class Installation:
         self.token = ""
         self.log = workdir / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
+        #: Other BrokeForge processes started for the benchmark (`start`).
+        self.others: list[subprocess.Popen[str]] = []
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
 
@@ -90,6 +92,22 @@ class Installation:
                 + result.stderr.decode(errors="replace")[-2000:]
             )
         return result.stdout.decode()
+
+    def start(self, module: str, *args: str) -> subprocess.Popen[str]:
+        """Start `python -m module args` on this installation, piped both ways;
+        its memory counts with BrokeForge's (see `pids`)."""
+        with (self.workdir / f"{module}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        self.others.append(process)
+        return process
 
     def create_account(self) -> None:
         self.cli("createuser", ACCOUNT, "--password-stdin", stdin=PASSWORD + "\n")
@@ -137,12 +155,19 @@ class Installation:
         )
 
     def pids(self) -> list[int]:
-        """The process of `serve` and every process under it."""
-        if self.process is None or self.process.poll() is not None:
-            return []
-        return descendants(self.process.pid)
+        """`serve`, every process under it, and those `start` started."""
+        roots = [p for p in [self.process, *self.others] if p and p.poll() is None]
+        return [pid for root in roots for pid in descendants(root.pid)]
 
     def stop(self) -> None:
+        for other in self.others:
+            if other.poll() is None:
+                other.kill()
+            other.wait()
+            for stream in (other.stdin, other.stdout):
+                if stream is not None:
+                    stream.close()
+        self.others.clear()
         for conn in self._connections:
             conn.close()
         self._connections.clear()
