@@ -4,11 +4,14 @@ A real `brokeforge serve` on a fresh SQLite database; N bench hosts
 (bench/hosts.py: in-process SSH servers on loopback whose install takes
 3 s). The benchmark registers every host through the API with one key and
 pins its host key (the API's connection check), times one install alone,
-then asks for an install on every host at once — N API requests from 8
-threads with the token — and waits until every operation has ended. It
-reports the wall time from the first request to the last operation's end,
-the peak memory of BrokeForge's processes (RSS of `serve` and all its
-children summed, sampled from /proc every 100 ms; shared pages count once
+then asks for an install on every host at once and waits until every
+operation has ended. It does so twice, on a fresh installation each: N API
+requests from 8 threads with the token, and one BrokeForge process asking
+for each in a row through the services (bench/request_local.py), which
+tells the engine's pace apart from the web process's. It reports the wall
+time from the first request to the last operation's end, the peak memory
+of BrokeForge's processes (RSS of `serve`, all its children and that
+process, summed, sampled from /proc every 100 ms; shared pages count once
 per process, so this overstates a little) and every record's status.
 """
 
