@@ -62,8 +62,9 @@ class FleetResult:
     spans: list[tuple[float, float]] = field(default_factory=list)
     #: Seconds each fleet operation waited from its request to its claim.
     waits: list[float] = field(default_factory=list)
-    #: CPU seconds BrokeForge's processes used during the fleet run.
-    cpu: float = 0.0
+    #: CPU seconds BrokeForge's processes used during the fleet run, per
+    #: kind of process (serve, web, worker, bench.request_local).
+    cpu: dict[str, float] = field(default_factory=dict)
     #: CPU seconds of the benchmark's own process meanwhile (the farm, the
     #: requests, the sampling).
     bench_cpu: float = 0.0
@@ -102,10 +103,9 @@ def _wait_ended(
 
 
 def _ask_locally(asker: subprocess.Popen[str]) -> tuple[float, set[int], float]:
-    """Let bench.request_local go; its start, operation ids and duration."""
+    """Let bench.request_local go (once ready); its start, operation ids and
+    how long it took."""
     assert asker.stdin is not None and asker.stdout is not None
-    if asker.stdout.readline().strip() != "ready":
-        raise RuntimeError("bench.request_local did not start")
     asker.stdin.write("go\n")
     asker.stdin.flush()
     answer = json.loads(asker.stdout.readline())
@@ -178,6 +178,10 @@ def measure(
                 str(install_seconds),
                 *(host.name for host in fleet),
             )
+            # Loading Django is not part of asking.
+            assert asker.stdout is not None
+            if asker.stdout.readline().strip() != "ready":
+                raise RuntimeError("bench.request_local did not start")
         with MemorySampler(bf) as memory:
             own_cpu = time.process_time()
             if asker is None:
@@ -195,7 +199,7 @@ def measure(
             result.wall = last - started
             result.bench_cpu = time.process_time() - own_cpu
         result.peak_rss, result.peak_processes = memory.peak, memory.peak_processes
-        result.cpu = memory.cpu_seconds()
+        result.cpu = memory.cpu_by_role()
         result.spans = [
             (_timestamp(op["started_at"]) or 0.0, _timestamp(op["finished_at"]) or 0.0)
             for op in ended.values()
@@ -214,6 +218,10 @@ def measure(
             if record["error_message"]:
                 result.errors.append(f"{host.name}: {record['error_message']}")
     return result
+
+
+def _by_role(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {used:.1f}" for name, used in sorted(cpu.items()))
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -303,7 +311,8 @@ def section(results: list[FleetResult], notes: list[str]) -> Section:
             f"moment; from request to claim p50 {seconds(_pct(result.waits, 50))}"
             f", max {seconds(max(result.waits, default=0))}; from claim to end "
             f"p50 {seconds(_pct(runs, 50))}, max {seconds(max(runs, default=0))}"
-            f". BrokeForge's processes used {result.cpu:.1f} CPU seconds, the "
+            f". BrokeForge's processes used {sum(result.cpu.values()):.1f} CPU "
+            f"seconds ({_by_role(result.cpu)}), the "
             f"benchmark's own (the farm's SSH servers, the requests) "
             f"{result.bench_cpu:.1f}, in {seconds(result.wall)} on "
             f"{os.cpu_count()} CPUs."

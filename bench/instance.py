@@ -288,43 +288,76 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def role(pid: int) -> str:
+    """What a BrokeForge process is, from its command line."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    for word in (b"serve", b"web", b"worker", b"bench.request_local"):
+        if word in words:
+            return word.decode()
+    return "other"
+
+
 class MemorySampler:
-    """The peak of RSS summed over an installation's processes, every 100 ms."""
+    """The peak of RSS summed over an installation's processes, every 100 ms,
+    and the CPU time they use meanwhile."""
 
     def __init__(self, installation: Installation, interval: float = 0.1) -> None:
         self.installation = installation
         self.interval = interval
         self.peak = 0
         self.peak_processes = 0
-        #: The last CPU time (user + system, in clock ticks) seen per process.
-        self.ticks: dict[int, int] = {}
+        #: CPU ticks per process: when first seen, and last seen.
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def _sample(self) -> list[int]:
+        pids = self.installation.pids()
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ticks = cpu_ticks(pid)
+                if pid not in self._roles:
+                    self._roles[pid] = role(pid)
+                    # A process born during the run counts from zero.
+                    self._first[pid] = 0
+                self._last[pid] = ticks
+        return pids
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            pids = self.installation.pids()
-            for pid in pids:
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
-                    utime, stime = fields.split()[11:13]
-                    self.ticks[pid] = int(utime) + int(stime)
+            pids = self._sample()
             total = rss_bytes(pids)
             if total > self.peak:
                 self.peak, self.peak_processes = total, len(pids)
 
     def cpu_seconds(self) -> float:
-        """CPU time of the sampled processes, from the sampler's start."""
-        now = sum(self.ticks.values())
-        return (now - self._start_ticks) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds the processes used while sampled."""
+        return sum(self.cpu_by_role().values())
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds used while sampled, per kind of process (serve, web...)."""
+        per_tick = os.sysconf("SC_CLK_TCK")
+        used: dict[str, float] = {}
+        for pid, last in self._last.items():
+            name = self._roles[pid]
+            used[name] = used.get(name, 0.0) + (last - self._first[pid]) / per_tick
+        return used
 
     def __enter__(self) -> Self:
-        for pid in self.installation.pids():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
-                utime, stime = fields.split()[11:13]
-                self.ticks[pid] = int(utime) + int(stime)
-        self._start_ticks = sum(self.ticks.values())
+        self._sample()
+        # Processes already running count from now.
+        self._first = dict(self._last)
         self._thread.start()
         return self
 
