@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -147,6 +148,27 @@ BROKEFORGE_LEASE_SECONDS = _seconds("BROKEFORGE_LEASE_SECONDS", 15, 3600)
 BROKEFORGE_QUEUE_TIMEOUT = _seconds("BROKEFORGE_QUEUE_TIMEOUT", 1800, 7 * 86400)
 # On SIGTERM, a worker's running operation gets this long before it is ended.
 BROKEFORGE_SHUTDOWN_GRACE = _seconds("BROKEFORGE_SHUTDOWN_GRACE", 5, 3600)
+
+
+# Reverse proxies (addresses or networks, comma-separated) whose
+# X-Forwarded-For header names the client in the audit log.
+def _networks(name: str) -> list[IPv4Network | IPv6Network]:
+    found = []
+    for part in os.environ.get(name, "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {part.strip()!r} is not an IP address or network"
+            ) from None
+    return found
+
+
+BROKEFORGE_TRUSTED_PROXIES = _networks("BROKEFORGE_TRUSTED_PROXIES")
+# `brokeforge serve` reads every server's monitoring samples this often.
+BROKEFORGE_METRICS_INTERVAL = _seconds("BROKEFORGE_METRICS_INTERVAL", 60, 86400)
 # How often an idle worker looks for new work: 0.1 s on SQLite; on
 # PostgreSQL a NOTIFY wakes it and this look is only a safety net (2 s).
 BROKEFORGE_QUEUE_POLL_SECONDS = (

@@ -8,10 +8,12 @@ stop, waits a bounded time, then kills what is left.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -66,15 +68,20 @@ class Supervisor:
         self.worker_ids: list[str] = [""] * workers
         self.stopping = False
         self._last_reap = 0.0
+        #: `brokeforge metrics collect`, run every BROKEFORGE_METRICS_INTERVAL
+        #: seconds by a supervisor that runs the web app.
+        self.collector: subprocess.Popen[bytes] | None = None
+        self._last_collect = time.monotonic()
 
     def _spawn(
-        self, *args: str, env: dict[str, str] | None = None
+        self, *args: str, env: dict[str, str] | None = None, quiet: bool = False
     ) -> subprocess.Popen[bytes]:
         # A session of its own: Ctrl-C reaches only this supervisor, which
         # then stops the children in order.
         return subprocess.Popen(
             [sys.executable, "-m", "brokeforge", *args],
             env=env,
+            stdout=subprocess.DEVNULL if quiet else None,
             start_new_session=True,
             preexec_fn=_die_with_parent,  # the supervisor runs no threads
         )
@@ -124,9 +131,29 @@ class Supervisor:
                     "worker_lost",
                 )
                 self.start_worker(slot)
+        self._collect_metrics()
         if time.monotonic() - self._last_reap >= REAP_EVERY_SECONDS:
             self._last_reap = time.monotonic()
             self._reap()
+
+    def _collect_metrics(self) -> None:
+        """Read the monitoring samples of every server, on a timer.
+
+        In a process of its own: a server that hangs cannot stall the
+        supervisor, and a run still going when the next is due is not
+        doubled. Its failures (an unreachable server) go to the log.
+        """
+        from django.conf import settings
+
+        if not self.with_web:
+            return
+        if self.collector is not None and self.collector.poll() is None:
+            return
+        interval = settings.BROKEFORGE_METRICS_INTERVAL
+        if time.monotonic() - self._last_collect < interval:
+            return
+        self._last_collect = time.monotonic()
+        self.collector = self._spawn("metrics", "collect", quiet=True)
 
     def _reap(self) -> None:
         from django.db import DatabaseError, connections
@@ -141,7 +168,9 @@ class Supervisor:
             connections.close_all()
 
     def stop(self) -> None:
-        children = [c for c in [self.web, *self.workers] if c is not None]
+        children = [
+            c for c in [self.web, *self.workers, self.collector] if c is not None
+        ]
         for child in children:
             if child.poll() is None:
                 child.terminate()
@@ -231,6 +260,15 @@ def web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Every running operation holds a socket or two: take what the system
+    allows rather than the usual soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency
     if getattr(args, "processes", 1) > 1:
@@ -253,6 +291,7 @@ def worker(args: argparse.Namespace) -> int:
         worker_id,
     )
 
+    _raise_open_files_limit()
     this_worker = worker_id()
     durably(workers.register, this_worker)
     # What this host's dead workers left running fails now, not a lease later.

@@ -177,7 +177,8 @@ def test_the_list_pages_leave_out_another_accounts_objects(
     tokens = plain_text(client.get(reverse("token-list")).content)
 
     assert "No servers yet" in servers and "127.0.0.1" not in servers
-    assert "alice" not in audit and "Nothing yet." in audit
+    # Bob's own sign-in only; nothing Alice did.
+    assert "alice" not in audit and "bob web unknown account.sign_in" in audit
     assert "alices" not in tokens and "No tokens yet." in tokens
 
 

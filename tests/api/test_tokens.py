@@ -89,7 +89,11 @@ def test_the_page_shows_a_new_token_once_and_revokes_it(
 
     assert "Revoked token deploy." in plain_text(revoked.content)
     assert ApiClient(secret_shown).get("/servers").status_code == 401
-    actions = list(AuditEntry.objects.values_list("action", "via").order_by("id"))
+    actions = list(
+        AuditEntry.objects.filter(action__startswith="token.")
+        .values_list("action", "via")
+        .order_by("id")
+    )
     assert actions == [("token.create", "web"), ("token.revoke", "web")]
 
 

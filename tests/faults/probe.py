@@ -69,7 +69,12 @@ class Probe(PackageKind):
             f'echo "end {tag} $(date +%s.%N)" >> {PROBE_LOG}\n' + ending
         )
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         return "echo probe-ok\n"
 
     def after_verify(self, operation: Operation, output: str) -> None:

@@ -7,9 +7,11 @@ this test's own and dies with the host.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +22,8 @@ from brokeforge.packages.monitoring import COLLECTOR, CRON_FILE, SAMPLES, collec
 from brokeforge.servers.models import Server
 from brokeforge.servers.ssh import CommandFailed
 from tests.conftest import run_now
-from tests.testhosts.fixtures import NamespacedDebianTestHost
+from tests.faults.harness import Fleet, wait_for
+from tests.testhosts.fixtures import DebianTestHost, NamespacedDebianTestHost
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -118,3 +121,40 @@ def test_install_change_interval_collect_and_remove(
         assert host.run(f"test -e {path}", check=False).returncode == 1, path
     with pytest.raises(CommandFailed, match="monitoring is not installed"):
         collect(server)
+
+
+def test_serve_reads_the_samples_on_its_own_timer(
+    transactional_db: None,
+    debian_host: DebianTestHost,
+    make_server: Callable[..., Server],
+    tmp_path: Path,
+) -> None:
+    """No `metrics collect` by hand: `serve` runs it every
+    BROKEFORGE_METRICS_INTERVAL seconds."""
+    key = debian_host.client_key.export_private_key().decode()
+    server = make_server(
+        "timer", host=debian_host.host, port=debian_host.port, private_key=key
+    )
+    # The state an install leaves (the install itself is tested above).
+    Monitor.objects.create(
+        server=server, status=RecordStatus.ACTIVE, last_action="install"
+    )
+    now = int(time.time())
+    debian_host.run(
+        f"mkdir -p {shlex.quote(SAMPLES.rsplit('/', 1)[0])} && "
+        f"printf '%s 12.5 40.0 55.0 0.25\\n%s 13.5 41.0 55.0 0.30\\n' "
+        f"{now - 60} {now} > {SAMPLES}"
+    )
+    fleet = Fleet(tmp_path, BROKEFORGE_METRICS_INTERVAL="1")
+    try:
+        fleet.serve(workers=1)
+        wait_for(
+            lambda: MetricSample.objects.filter(server=server).count() == 2,
+            60,
+            f"serve to collect the samples\n{fleet.log_text()}",
+        )
+    finally:
+        fleet.stop()
+        debian_host.run("rm -rf /var/lib/brokeforge", check=False)
+    latest = MetricSample.objects.filter(server=server).latest("taken_at")
+    assert (latest.cpu, latest.memory, latest.disk) == (13.5, 41.0, 55.0)

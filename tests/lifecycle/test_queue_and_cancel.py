@@ -6,6 +6,7 @@ failure on demand); the real Debian host proves the same in tests/faults.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -174,10 +175,36 @@ def test_cancelling_a_running_operation_kills_the_remote_command(
     assert operation.reason_class == "cancelled"
     record = status(server, "redis")
     assert record.status == RecordStatus.FAILED
-    assert record.error_message.startswith("cancelled by alice while it ran")
+    assert record.error_message.startswith(
+        "cancelled by alice while it ran; the remote command was stopped"
+    )
     assert any("kill -TERM -- -4242" in c for c in scripted_ssh.commands)
     with pytest.raises(ActionRefused, match="already ended"):
         machine.cancel(operation, user=alice)
+
+
+def test_a_cancel_while_connecting_says_nothing_was_changed(
+    make_server: Callable[..., Server], alice: User
+):
+    """A server that accepts the connection and never speaks: the cancel
+    comes before any script could start."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        server = make_server("mute", port=mute.getsockname()[1])
+        operation = request_action(server, "redis", "install")
+        worker = run_in_thread(operation)
+        wait_until(lambda: is_running(operation))
+        machine.cancel(operation, user=alice)
+        worker.join(10)
+
+    assert not worker.is_alive()
+    operation.refresh_from_db()
+    assert operation.state == OperationState.CANCELLED
+    assert status(server, "redis").error_message == (
+        "cancelled by alice while it ran; its script had not started on the "
+        "server, so nothing was changed there"
+    )
 
 
 def test_the_reaper_ends_a_cancel_the_worker_ignores(server: Server, alice: User):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
+from brokeforge.accounts.actor import client_address
+from brokeforge.accounts.models import AuditEntry
 from brokeforge.servers.models import Server
 from tests.web.helpers import PASSWORD
 
@@ -118,3 +122,62 @@ def test_it_signs_in_and_out(client: Client, user: User) -> None:
     response = client.post(reverse("logout"))
     assert response["Location"] == reverse("login")
     assert client.get("/").status_code == 302
+
+
+def test_sign_ins_sign_outs_and_refusals_are_in_the_audit_log(
+    client: Client, user: User
+) -> None:
+    client.post(reverse("login"), {"username": "alice", "password": "nope"})
+    client.post(reverse("login"), {"username": "alice", "password": PASSWORD})
+    client.post(reverse("logout"))
+
+    entries = list(
+        AuditEntry.objects.order_by("pk").values_list(
+            "action", "username", "outcome", "address"
+        )
+    )
+    assert entries == [
+        ("account.sign_in", "alice", "refused", "127.0.0.1"),
+        ("account.sign_in", "alice", "done", "127.0.0.1"),
+        ("account.sign_out", "alice", "done", "127.0.0.1"),
+    ]
+    # The refused password is nowhere in the log.
+    assert not AuditEntry.objects.filter(detail__contains="nope").exists()
+
+
+def test_the_first_account_is_in_the_audit_log(client: Client, db: None) -> None:
+    client.post(
+        reverse("first-run"),
+        {"username": "alice", "password1": GOOD_PASSWORD, "password2": GOOD_PASSWORD},
+    )
+    created = AuditEntry.objects.get(action="account.create")
+    assert (created.username, created.via, created.target) == ("alice", "web", "alice")
+
+
+@pytest.mark.parametrize(
+    ("trusted", "remote", "forwarded", "seen"),
+    [
+        # No trusted proxy: the header is anyone's to forge, and ignored.
+        ("", "10.0.0.5", "203.0.113.7", "10.0.0.5"),
+        # From the trusted proxy: the client it names.
+        ("10.0.0.5", "10.0.0.5", "203.0.113.7", "203.0.113.7"),
+        # A client's own forged entry sits left of what the proxy appended.
+        ("10.0.0.0/24", "10.0.0.5", "198.51.100.1, 203.0.113.7", "203.0.113.7"),
+        # Through two trusted proxies.
+        ("10.0.0.0/24", "10.0.0.5", "203.0.113.7, 10.0.0.9", "203.0.113.7"),
+        # Not from a trusted proxy: the header is ignored.
+        ("10.0.0.5", "192.0.2.1", "203.0.113.7", "192.0.2.1"),
+        # Garbage in the header: the proxy's own address stands.
+        ("10.0.0.5", "10.0.0.5", "'; DROP", "10.0.0.5"),
+    ],
+)
+def test_the_client_address_is_read_through_trusted_proxies_only(
+    settings, trusted: str, remote: str, forwarded: str, seen: str
+) -> None:
+    settings.BROKEFORGE_TRUSTED_PROXIES = [
+        ip_network(part, strict=False) for part in trusted.split(",") if part
+    ]
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded
+    )
+    assert client_address(request) == seen

@@ -35,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brokeforge.settings")
     if args.command not in LONG_RUNNING and not args.verbose:
-        # A one-shot command prints its own results; the log is for -v.
-        os.environ.setdefault("BROKEFORGE_LOG_LEVEL", "WARNING")
+        # A one-shot command prints its own results, failures included (a
+        # cancelled operation's reason, say); the log would repeat them.
+        # It is for -v.
+        os.environ.setdefault("BROKEFORGE_LOG_LEVEL", "CRITICAL")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

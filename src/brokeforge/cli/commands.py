@@ -70,6 +70,8 @@ def createuser(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model, password_validation
     from django.core.exceptions import ValidationError
 
+    from brokeforge.accounts import audit
+    from brokeforge.accounts.actor import Actor
     from brokeforge.servers.service import adopt_ownerless_servers
 
     users = get_user_model()
@@ -86,6 +88,7 @@ def createuser(args: argparse.Namespace) -> int:
         raise CommandError(" ".join(exc.messages)) from None
     first = not users.objects.exists()
     user = users.objects.create_superuser(username=args.username, password=password)
+    audit.record(Actor.local(user), "account.create", target=args.username)
     print(f"created account {args.username}")
     if first and (adopted := adopt_ownerless_servers(user)):
         print(f"it owns the {adopted} server(s) registered before any account")
@@ -384,8 +387,15 @@ def kinds(args: argparse.Namespace) -> int:
     for kind in found:
         many = "many per server" if kind["many"] else "one per server"
         print(f"{kind['name']}\t{kind['label']} ({kind['family']}, {many})")
-        options = [(f, "") for f in (kind["fields"] if kind["many"] else [])]
-        options += [(f, ", on update") for f in kind["update_fields"]]
+        created = kind["fields"] if kind["many"] else []
+        updated = {f["name"] for f in kind["update_fields"]}
+        options = [
+            (f, ", also on update" if f["name"] in updated else "") for f in created
+        ]
+        named = {f["name"] for f in created}
+        options += [
+            (f, ", on update") for f in kind["update_fields"] if f["name"] not in named
+        ]
         for field, when in options:
             need = "required" if field["required"] else "optional"
             help_text = f": {field['help']}" if field["help"] else ""

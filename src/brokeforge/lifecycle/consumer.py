@@ -24,14 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import (
-    DatabaseError,
-    OperationalError,
-    close_old_connections,
-    connections,
-)
+from django.db import DatabaseError, OperationalError, connections
 
-from brokeforge.lifecycle import runner
+from brokeforge.lifecycle import loop, runner
 from brokeforge.lifecycle.machine import DISPATCH_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -84,7 +79,6 @@ class Consumer:
             is_locked_database_exception,
         )
 
-        close_old_connections()
         ready = DBTaskResult.objects.ready().filter(
             backend_name="default", queue_name="default"
         )
@@ -123,10 +117,12 @@ class Consumer:
 
     def _run(self, task: Any) -> None:
         """Run one claimed task and record its end in the queue."""
+        database = loop.db_executor()
+        assert database is not None, "the worker starts its loop first"
         try:
             result = task.task_result
             value = task.task.call(*result.args, **result.kwargs)
-            runner.durably(task.set_successful, value)
+            database.submit(runner.durably, task.set_successful, value).result()
         except Exception as exc:
             # The operation's own outcome is already written by the runner;
             # this is the queue's bookkeeping of an unexpected crash.
@@ -135,9 +131,7 @@ class Consumer:
                 task.id,
                 extra={"action": "task_crashed", "worker_id": self.worker_id},
             )
-            runner.durably(task.set_failed, exc)
-        finally:
-            connections.close_all()
+            database.submit(runner.durably, task.set_failed, exc).result()
 
     def _listen(self) -> None:
         """Wake the loop on every dispatch NOTIFY; reconnect when cut off."""

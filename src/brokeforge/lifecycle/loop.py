@@ -16,11 +16,17 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
+_db: ThreadPoolExecutor | None = None
+#: Threads (and so database connections) that every operation of a worker
+#: process shares for its writes while the remote work runs; the count of
+#: connections does not grow with `--concurrency`.
+DB_THREADS = 8
 #: When the loop last ran a callback (monotonic): the watchdog's proof
 #: that the loop is not stuck.
 _last_tick = 0.0
@@ -29,7 +35,7 @@ TICK_SECONDS = 0.5
 
 def start() -> asyncio.AbstractEventLoop:
     """Start this process's shared loop in a daemon thread (once)."""
-    global _loop
+    global _loop, _db
     if _loop is not None:
         return _loop
     loop = asyncio.new_event_loop()
@@ -48,12 +54,18 @@ def start() -> asyncio.AbstractEventLoop:
 
     threading.Thread(target=serve, name="bf-loop", daemon=True).start()
     ready.wait()
+    _db = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="bf-db")
     _loop = loop
     return loop
 
 
 def running() -> asyncio.AbstractEventLoop | None:
     return _loop
+
+
+def db_executor() -> ThreadPoolExecutor | None:
+    """The shared threads for database work, when the shared loop runs."""
+    return _db
 
 
 def stalled_for() -> float:

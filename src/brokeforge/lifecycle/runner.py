@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from functools import cache
 from typing import Any, TypeVar
 
@@ -132,16 +133,29 @@ class OperationRunner:
         self.deadline = float("inf")
         #: Set from another thread (the watchdog) to stop the work.
         self.stop_reason: OperationFailure | None = None
+        #: Whether the action's script was started on the server.
+        self.script_started = False
         #: When the watchdog failed this operation (monotonic), if it did.
         self.abandoned_at: float | None = None
-        # Database work from inside the event loop goes to one thread, so
-        # the loop never blocks on it and its connection is closed at the end.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bf-db")
+        # Database work from inside the event loop goes to other threads, so
+        # the loop never blocks on it: the worker's shared ones, or one of its
+        # own (whose connection is closed at the end) outside a worker.
+        shared = loop.db_executor()
+        self._own_db = shared is None
+        self._db = shared or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="bf-db"
+        )
+        #: This operation's database work not yet done: the runner waits for
+        #: it before letting go, so work stuck there keeps it visible to the
+        #: watchdog.
+        self._pending: set[Future[Any]] = set()
 
     def run(self) -> None:
         if SHUTDOWN.is_set():
             return  # a stopping worker takes no new work; the reaper re-dispatches
-        operation = durably(machine.claim, self.operation_id, self.worker)
+        operation = self._in_db_now(
+            durably, machine.claim, self.operation_id, self.worker
+        )
         if operation is None:
             return
         self.operation = operation
@@ -185,10 +199,25 @@ class OperationRunner:
             self._log("\n== succeeded\n")
             self._end(machine.succeed, operation)
         finally:
+            # Work stuck in a database thread keeps this operation listed,
+            # where the watchdog sees it.
+            wait_futures(list(self._pending))
             with _running_lock:
                 _running.pop(operation.pk, None)
-            self._db.submit(connections.close_all).result()
-            self._db.shutdown()
+            if self._own_db:
+                self._db.submit(connections.close_all).result()
+                self._db.shutdown()
+
+    def _in_db_now(self, work: Callable[..., T], *args: Any) -> T:
+        """Database work from this operation's own thread, waited for.
+
+        In a worker it runs on the shared database threads, so the threads
+        that run operations hold no connection of their own and the count
+        of connections does not grow with `--concurrency`.
+        """
+        if self._own_db:
+            return work(*args)
+        return self._db.submit(work, *args).result()
 
     def _end(
         self,
@@ -196,6 +225,15 @@ class OperationRunner:
         operation: Operation,
         *args: Any,
         **kwargs: Any,
+    ) -> None:
+        self._in_db_now(self._write_end, finish, operation, args, kwargs)
+
+    def _write_end(
+        self,
+        finish: Callable[..., bool],
+        operation: Operation,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         # The result matters more than the output: a failed flush must not
         # keep the operation from ending.
@@ -253,9 +291,7 @@ class OperationRunner:
                 stop.append(
                     WorkerShutdown(
                         "interrupted by a worker shutdown: BrokeForge was "
-                        "stopped at once; the remote command was stopped, and "
-                        "the server may have been changed part-way: Retry "
-                        "checks it again"
+                        f"stopped at once; {self._aftermath()}"
                     )
                 )
                 work.cancel()
@@ -267,9 +303,7 @@ class OperationRunner:
                         WorkerShutdown(
                             "interrupted by a worker shutdown: BrokeForge was "
                             f"stopped and the operation did not end within "
-                            f"{shutdown_grace():g} s; the remote command was "
-                            "stopped, and the server may have been changed "
-                            "part-way: Retry checks it again"
+                            f"{shutdown_grace():g} s; {self._aftermath()}"
                         )
                     )
                     work.cancel()
@@ -280,13 +314,22 @@ class OperationRunner:
                 if who is not None:
                     stop.append(
                         OperationCancelled(
-                            f"cancelled by {who} while it ran; the remote command "
-                            "was stopped, and the server may have been changed "
-                            "part-way: Retry checks it again"
+                            f"cancelled by {who} while it ran; {self._aftermath()}"
                         )
                     )
                     work.cancel()
                     return
+
+    def _aftermath(self) -> str:
+        """What stopping the work now leaves on the server, in words."""
+        if not self.script_started:
+            return (
+                "its script had not started on the server, so nothing was changed there"
+            )
+        return (
+            "the remote command was stopped, and the server may have been "
+            "changed part-way: Retry checks it again"
+        )
 
     def _cancel_requested_by(self) -> str | None:
         try:
@@ -348,6 +391,8 @@ class OperationRunner:
                 facts = HostFacts.parse(facts_result.output)
                 self._log(f"== host: {facts.pretty_name}\n")
                 script = kind.script(action, facts, operation.params)
+                # From here on the server may change.
+                self.script_started = True
                 try:
                     result = await session.run(
                         script, timeout=remaining(), on_output=self._on_output
@@ -364,7 +409,7 @@ class OperationRunner:
                     )
                 self._log("== verifying on the host\n")
                 verify = await session.run(
-                    kind.verify_script(action, facts),
+                    kind.verify_script(action, facts, operation.params),
                     timeout=min(VERIFY_TIMEOUT, remaining()),
                     on_output=self._on_output,
                 )
@@ -378,7 +423,10 @@ class OperationRunner:
             heartbeat.cancel()
 
     async def _in_db(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._db, work)
+        future = self._db.submit(work)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return await asyncio.wrap_future(future)
 
     async def _on_output(self, text: str) -> None:
         self._log(text)
@@ -513,7 +561,13 @@ def start_watchdog_thread() -> threading.Thread:
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            loop_once()
+            try:
+                loop_once()
+            except Exception:
+                # The watchdog must outlive its own mistakes.
+                logger.exception(
+                    "watchdog pass failed", extra={"action": "watchdog_error"}
+                )
 
     thread = threading.Thread(target=watch, name="bf-watchdog", daemon=True)
     thread.start()

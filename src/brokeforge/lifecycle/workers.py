@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,10 @@ from django.utils import timezone
 from brokeforge.lifecycle.models import Operation, OperationState, Worker
 
 logger = logging.getLogger(__name__)
+
+
+#: The part of a worker id naming the supervisor that started it.
+SUPERVISED_ID = re.compile(r":serve-(\d+):")
 
 
 def lease_seconds() -> int:
@@ -113,6 +118,16 @@ def end_previous_lives(current_worker_id: str) -> int:
     )
 
 
+def _supervisor_alive(worker_id: str) -> bool:
+    """Whether the `serve` (or `worker --processes`) that started this worker
+    still runs: its id carries the supervisor's pid (see
+    `Supervisor.start_worker`)."""
+    match = SUPERVISED_ID.search(worker_id)
+    if match is None:
+        return False
+    return process_start(int(match.group(1))) is not None
+
+
 def end_dead_here(found: str, *, by: str, exclude: str | None = None) -> int:
     """Fail what this host's dead workers left running, without waiting for
     their lease to lapse.
@@ -135,6 +150,8 @@ def end_dead_here(found: str, *, by: str, exclude: str | None = None) -> int:
         start = process_start(worker.pid)
         if start is not None and start == worker.process_start:
             continue  # that process still runs: it is a live sibling
+        if _supervisor_alive(worker.id):
+            continue  # its supervisor fails it within 0.2 s, naming the signal
         gone = Worker.objects.filter(id=worker.id, stopped_at__isnull=True).update(
             stopped_at=timezone.now(), end_reason=f"process gone, found by {by}"
         )

@@ -332,9 +332,9 @@ class PackageKind:
     ) -> str:
         """A script that exits 0 only when the action's effect is real.
 
-        Shortcoming: the runner passes no `params` yet, so a kind with many
-        records also checks its effect at the end of its action script, until
-        the runner hands the operation's params to this method as well.
+        `params` are the operation's, as `script` gets them (kinds written
+        before the runner passed them check at the end of their action script
+        instead and answer `true` here).
 
         Its last line of output is kept as the record's version after an
         install or update.

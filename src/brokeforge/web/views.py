@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from brokeforge.accounts import audit
-from brokeforge.accounts.actor import Actor
+from brokeforge.accounts.actor import Actor, client_address
 from brokeforge.lifecycle.errors import ActionRefused, InvalidOption, OperationFailure
 from brokeforge.lifecycle.machine import refusal
 from brokeforge.lifecycle.models import Action, Operation
@@ -77,6 +77,11 @@ def first_run(request: HttpRequest) -> HttpResponse:
             user.is_staff = user.is_superuser = True
             user.save()
             adopt_ownerless_servers(user)
+            audit.record(
+                Actor(user, "web", client_address(request)),
+                "account.create",
+                target=user.get_username(),
+            )
         login(request, user)
         messages.success(request, f"Welcome, {user.get_username()}. Add a server.")
         return redirect("server-list")
