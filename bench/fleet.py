@@ -133,6 +133,7 @@ def measure(
     concurrency: int | None,
     install_seconds: float = INSTALL_SECONDS,
     via: str = "api",
+    database_url: str | None = None,
     timeout: float = 600,
 ) -> FleetResult:
     """Run the fleet once and return what was seen (no judging).
@@ -140,6 +141,8 @@ def measure(
     `via` is how the installs are asked for: "api" (HTTP requests with a
     token from 8 threads) or "lifecycle" (one BrokeForge process asking for
     each in a row through the services, as the local CLI does).
+    `database_url` is the installation's database (a fresh SQLite file when
+    None).
     """
     from brokeforge.servers.keys import generate_key_pair
 
@@ -148,7 +151,7 @@ def measure(
     with (
         workdir("bench-fleet-") as path,
         HostFarm(hosts + 1, public_key, prefix="fleet") as farm,
-        Installation(path) as bf,
+        Installation(path, database_url) as bf,
     ):
         bf.create_account()
         bf.serve(workers=workers, concurrency=concurrency)
