@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -140,7 +141,12 @@ class Sleeper(PackageKind):
     def script(self, action: Action, facts: HostFacts, params: object) -> str:
         return "sleep 31337 &\nsleep 31338 | cat\n"
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         return "true\n"
 
 
@@ -151,7 +157,12 @@ class Marker(PackageKind):
     def script(self, action: Action, facts: HostFacts, params: object) -> str:
         return "touch /root/brokeforge-was-here\n"
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         return "test -e /root/brokeforge-was-here\n"
 
 
@@ -221,7 +232,12 @@ class SlowEcho(PackageKind):
     def script(self, action: Action, facts: HostFacts, params: object) -> str:
         return "echo halfway there\nsleep 4\necho done\n"
 
-    def verify_script(self, action: Action, facts: HostFacts) -> str:
+    def verify_script(
+        self,
+        action: Action,
+        facts: HostFacts,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
         return "true\n"
 
 
