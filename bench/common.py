@@ -82,18 +82,18 @@ def debian_version(package: str) -> str:
 def machine() -> dict[str, str]:
     """The machine and versions the figures were measured with."""
     try:
-        pretty = next(
-            line.split("=", 1)[1].strip().strip('"')
-            for line in open("/etc/os-release", encoding="utf-8")
-            if line.startswith("PRETTY_NAME=")
-        )
+        with open("/etc/os-release", encoding="utf-8") as release:
+            pretty = next(
+                line.split("=", 1)[1].strip().strip('"')
+                for line in release
+                if line.startswith("PRETTY_NAME=")
+            )
     except (OSError, StopIteration):
         pretty = platform.platform()
-    mem_kib = next(
-        int(line.split()[1])
-        for line in open("/proc/meminfo", encoding="utf-8")
-        if line.startswith("MemTotal:")
-    )
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        mem_kib = next(
+            int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")
+        )
     return {
         "os": pretty,
         "cpus": str(os.cpu_count()),
