@@ -21,3 +21,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # The fault-injection suite's probe kinds (see tests/faults/probe.py).
 BROKEFORGE_EXTRA_KINDS = ["tests.faults.probe.Probe", "tests.faults.probe.SecondProbe"]
+
+# Tests open and drop their PostgreSQL database around threads of their own:
+# a connection kept after its work would keep the database from being dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

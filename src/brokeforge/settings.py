@@ -86,6 +86,11 @@ if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["OPTIONS"] = _SQLITE_OPTIONS
+    else:
+        # A connection per request costs PostgreSQL a new backend process
+        # each time: keep each thread's for a while, checked before reuse.
+        DATABASES["default"]["CONN_MAX_AGE"] = 60
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES = {
         "default": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
@@ -75,6 +76,10 @@ def live_tokens(user: Any) -> list[ApiToken]:
     return list(ApiToken.objects.filter(user=user, revoked_at__isnull=True))
 
 
+#: How precisely a token's last use is kept.
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+
+
 def authenticate(secret: str, *, address: str) -> ApiToken | None:
     """The live token with this secret (its use recorded), or None if unknown.
 
@@ -92,8 +97,16 @@ def authenticate(secret: str, *, address: str) -> ApiToken | None:
     if token.revoked_at is not None:
         raise TokenRevoked(f"token {token.name} was revoked")
     now = timezone.now()
-    ApiToken.objects.filter(pk=token.pk).update(
-        last_used_at=now, last_used_from=address[:64]
+    address = address[:64]
+    # A write per request would make every API call wait for the database's
+    # write lock: the last use is recorded when it is news (another address,
+    # or a minute since the one recorded).
+    stale = token.last_used_at is None or (
+        now - token.last_used_at >= LAST_USE_RESOLUTION
     )
-    token.last_used_at, token.last_used_from = now, address[:64]
+    if stale or token.last_used_from != address:
+        ApiToken.objects.filter(pk=token.pk).update(
+            last_used_at=now, last_used_from=address
+        )
+        token.last_used_at, token.last_used_from = now, address
     return token

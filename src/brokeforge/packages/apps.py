@@ -10,6 +10,6 @@ class PackagesConfig(AppConfig):
     def ready(self) -> None:
         # Kinds named in BROKEFORGE_EXTRA_KINDS join the registry before any
         # request: the API and the pages read the registry directly.
-        from brokeforge.packages.registry import _load_extra_kinds
+        from brokeforge.packages.registry import load_extra_kinds
 
-        _load_extra_kinds()
+        load_extra_kinds()

@@ -61,7 +61,7 @@ for _kind in (
     register(_kind)
 
 
-def _load_extra_kinds() -> None:
+def load_extra_kinds() -> None:
     """Kinds named in the BROKEFORGE_EXTRA_KINDS setting (dotted class paths).
 
     The test suite adds its fault-injection probe this way; nothing else
@@ -74,7 +74,7 @@ def _load_extra_kinds() -> None:
 
 def get_kind(name: str) -> PackageKind:
     if name not in KINDS:
-        _load_extra_kinds()
+        load_extra_kinds()
     try:
         return KINDS[name]
     except KeyError:
