@@ -10,6 +10,7 @@ result is retried while the database is briefly unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -153,6 +154,11 @@ class OperationRunner:
     def run(self) -> None:
         if SHUTDOWN.is_set():
             return  # a stopping worker takes no new work; the reaper re-dispatches
+        shared_loop = loop.running()
+        if shared_loop is not None:
+            # Open the server's connection while the claim commits: the
+            # session then finds it in the pool.
+            asyncio.run_coroutine_threadsafe(self._warm_up(), shared_loop)
         operation = self._in_db_now(
             durably, machine.claim, self.operation_id, self.worker
         )
@@ -207,6 +213,28 @@ class OperationRunner:
             if self._own_db:
                 self._db.submit(connections.close_all).result()
                 self._db.shutdown()
+
+    async def _warm_up(self) -> None:
+        """Connect to the operation's server ahead of its session.
+
+        Only where the host key is pinned (the pool serves only those), and
+        silently: whatever goes wrong, the session meets it again and says
+        so. An operation another worker claimed leaves an idle connection
+        that closes after its idle bound.
+        """
+        from brokeforge.servers.models import Server
+        from brokeforge.servers.ssh import SSHSession
+
+        def target() -> Any:
+            server = Server.objects.filter(operations__pk=self.operation_id).first()
+            return server.ssh_target() if server is not None else None
+
+        with contextlib.suppress(Exception):
+            found = await self._in_db(target)
+            if found is not None and found.pinned_host_key:
+                timeout = settings.BROKEFORGE_CONNECT_TIMEOUT
+                async with SSHSession(found, connect_timeout=timeout):
+                    pass
 
     def _in_db_now(self, work: Callable[..., T], *args: Any) -> T:
         """Database work from this operation's own thread, waited for.
