@@ -100,19 +100,9 @@ class Consumer:
                 tasks = list(ready.select_for_update(skip_locked=True)[:count])
                 for task in tasks:
                     task.claim(self.worker_id[:64])
-        except OperationalError as exc:
-            if is_locked_database_exception(exc):
-                return []  # busy now; the next look takes them
-            logger.warning(
-                "worker %s could not read the queue: %s",
-                self.worker_id,
-                exc,
-                extra={"action": "queue_read_failed", "worker_id": self.worker_id},
-            )
-            connections.close_all()
-            time.sleep(1.0)
-            return []
         except DatabaseError as exc:
+            if isinstance(exc, OperationalError) and is_locked_database_exception(exc):
+                return []  # busy now; the next look takes them
             logger.warning(
                 "worker %s could not read the queue: %s",
                 self.worker_id,
