@@ -383,9 +383,10 @@ class FirewallRuleKind(PackageKind):
         facts: HostFacts,
         params: Mapping[str, Any] | None = None,
     ) -> str:
-        # Shortcoming: the rule itself is checked at the end of its action
-        # script (see PackageKind.verify_script) until the runner passes the
-        # params here; this checks what every rule needs.
+        # Shortcoming: the rule itself is still checked at the end of its
+        # action script, written before the runner passed `params` here;
+        # this checks what every rule needs, until the rule's own check
+        # moves here.
         header = script_header(facts) + FIREWALL_FUNCTIONS
         if action == Action.REMOVE:
             return header + "echo removed\n"

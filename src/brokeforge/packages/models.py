@@ -224,9 +224,9 @@ class Deployment(PackageRecord):
         """The commit the latest successful run checked out ("" if none).
 
         Read from that operation's output, which is complete once it ended.
-        Shortcoming: read, not stored, until the runner passes an
-        operation's params to its kind's verification (then the check can
-        print the commit and `after_verify` store it).
+        Shortcoming: read, not stored, until the deployment's verification
+        prints the commit (the runner now passes it the operation's params)
+        and `after_verify` stores it.
         """
         from brokeforge.lifecycle.models import OperationState
 
