@@ -15,7 +15,7 @@ from brokeforge.lifecycle.errors import ActionRefused
 from brokeforge.lifecycle.models import Action, RecordStatus
 from brokeforge.packages import registry
 from brokeforge.packages.base import PackageKind
-from brokeforge.packages.models import Database, SqlDatabase
+from brokeforge.packages.models import Database, PhpVersion, SqlDatabase
 from brokeforge.packages.service import (
     dependents,
     families,
@@ -273,3 +273,12 @@ def test_it_refuses_to_register_a_kind_of_an_unknown_family():
         registry.register(Odd())
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(registry.KINDS["redis"])
+
+
+def test_it_refuses_a_second_php_version_of_the_same_number(server: Server):
+    request_action(server, "php", "install", params={"version": "8.2"})
+
+    with pytest.raises(ActionRefused, match=r"PHP 8\.2 .* exists already"):
+        request_action(server, "php", "install", params={"version": "8.2"})
+
+    assert PhpVersion.objects.filter(server=server).count() == 1

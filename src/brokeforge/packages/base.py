@@ -216,6 +216,9 @@ class PackageKind:
     timeouts: ClassVar[Mapping[str, int]] = {}
     #: Whether the kind's scripts use the server's package manager.
     uses_package_manager: ClassVar[bool] = True
+    #: The field that names a record among its server's records of this kind
+    #: (a task's name, a site's domain); None where nothing must be unique.
+    unique_by: ClassVar[str | None] = None
 
     def timeout(self, action: Action) -> int:
         return self.timeouts.get(action, DEFAULT_TIMEOUT)
@@ -303,8 +306,14 @@ class PackageKind:
     def unique_clash(
         self, server: Server, clean: Mapping[str, Any]
     ) -> ManagedRecord | None:
-        """An existing record the new one would collide with, if any."""
-        return None
+        """An existing record the new one would collide with, if any: by
+        default the server's record with the same `unique_by` value."""
+        if self.unique_by is None or self.model is None:
+            return None
+        found: ManagedRecord | None = self.model._default_manager.filter(
+            server=server, **{self.unique_by: clean[self.unique_by]}
+        ).first()
+        return found
 
     def clean_params(self, action: Action, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validate what the person chose for `action`; `InvalidOption` naming

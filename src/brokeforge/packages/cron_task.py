@@ -18,7 +18,6 @@ from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
 from brokeforge.packages.base import Field, HostFacts, PackageKind, Script
 from brokeforge.packages.models import CronTask
-from brokeforge.servers.models import Server
 
 CRON_DIR = "/etc/cron.d"
 PRESETS = (
@@ -116,6 +115,7 @@ class CronTaskKind(PackageKind):
     label = "Scheduled task"
     family = "scheduler"
     model = CronTask
+    unique_by = "name"
     many = True
     parent = "scheduler"
     uses_package_manager = False
@@ -148,14 +148,6 @@ class CronTaskKind(PackageKind):
         with validators.option("command"):
             clean["command"] = validators.command(params.get("command"))
         return clean
-
-    def unique_clash(
-        self, server: Server, clean: Mapping[str, Any]
-    ) -> ManagedRecord | None:
-        clash: ManagedRecord | None = CronTask.objects.filter(
-            server=server, name=clean["name"]
-        ).first()
-        return clash
 
     def identity(self, record: ManagedRecord) -> dict[str, Any]:
         assert isinstance(record, CronTask)

@@ -51,6 +51,7 @@ class Php(PackageKind):
     label = "PHP"
     family = "php"
     model = PhpVersion
+    unique_by = "version"
     many = True
     timeouts = {"install": 900, "update": 900, "remove": 600}
     fields = (
@@ -97,14 +98,6 @@ class Php(PackageKind):
 
     def new_record(self, server: Server, clean: Mapping[str, Any]) -> ManagedRecord:
         return PhpVersion(server=server, version=clean["version"])
-
-    def unique_clash(
-        self, server: Server, clean: Mapping[str, Any]
-    ) -> ManagedRecord | None:
-        clash: ManagedRecord | None = PhpVersion.objects.filter(
-            server=server, version=clean["version"]
-        ).first()
-        return clash
 
     def identity(self, record: ManagedRecord) -> dict[str, Any]:
         assert isinstance(record, PhpVersion)

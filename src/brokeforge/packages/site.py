@@ -21,7 +21,6 @@ from brokeforge.packages.apt import q, script_header
 from brokeforge.packages.base import Field, HostFacts, PackageKind
 from brokeforge.packages.models import Site
 from brokeforge.packages.php import VERSION
-from brokeforge.servers.models import Server
 
 WEB_PARENTS = ("/var/www/", "/srv/")
 MAX_ALIASES = 10
@@ -89,6 +88,7 @@ class SiteKind(PackageKind):
     label = "Site"
     family = "sites"
     model = Site
+    unique_by = "domain"
     many = True
     uses_package_manager = False
     timeouts = {"install": 120, "update": 120, "remove": 300}
@@ -144,14 +144,6 @@ class SiteKind(PackageKind):
             "web_root": root,
             "php_version": php,
         }
-
-    def unique_clash(
-        self, server: Server, clean: Mapping[str, Any]
-    ) -> ManagedRecord | None:
-        clash: ManagedRecord | None = Site.objects.filter(
-            server=server, domain=clean["domain"]
-        ).first()
-        return clash
 
     def identity(self, record: ManagedRecord) -> dict[str, Any]:
         assert isinstance(record, Site)

@@ -72,6 +72,7 @@ class SiteRepositoryKind(PackageKind):
     label = "Git repository"
     family = "sites"
     model = SiteRepository
+    unique_by = "domain"
     many = True
     # It installs git when the server has none.
     uses_package_manager = True
@@ -126,14 +127,6 @@ class SiteRepositoryKind(PackageKind):
                 "brokeforge", f"brokeforge-{clean['domain']}"
             ),
         )
-
-    def unique_clash(
-        self, server: Server, clean: Mapping[str, Any]
-    ) -> ManagedRecord | None:
-        clash: ManagedRecord | None = SiteRepository.objects.filter(
-            server=server, domain=clean["domain"]
-        ).first()
-        return clash
 
     def identity(self, record: ManagedRecord) -> dict[str, Any]:
         assert isinstance(record, SiteRepository)

@@ -19,7 +19,6 @@ from brokeforge.packages import validators
 from brokeforge.packages.apt import q, script_header
 from brokeforge.packages.base import Field, HostFacts, PackageKind, Script
 from brokeforge.packages.models import SupervisorProgram
-from brokeforge.servers.models import Server
 
 CONF_DIR = "/etc/supervisor/conf.d"
 LOG_DIR = "/var/log/supervisor"
@@ -40,6 +39,7 @@ class SupervisorProgramKind(PackageKind):
     label = "Program"
     family = "supervisor"
     model = SupervisorProgram
+    unique_by = "name"
     many = True
     parent = "supervisor"
     uses_package_manager = False
@@ -103,14 +103,6 @@ class SupervisorProgramKind(PackageKind):
                 ),
             }
         )
-
-    def unique_clash(
-        self, server: Server, clean: Mapping[str, Any]
-    ) -> ManagedRecord | None:
-        clash: ManagedRecord | None = SupervisorProgram.objects.filter(
-            server=server, name=clean["name"]
-        ).first()
-        return clash
 
     def identity(self, record: ManagedRecord) -> dict[str, Any]:
         assert isinstance(record, SupervisorProgram)
