@@ -115,7 +115,8 @@ def _concurrency(text: str) -> int:
         value = 0
     if not 1 <= value <= MAX_CONCURRENCY:
         raise argparse.ArgumentTypeError(
-            f"must be a whole number from 1 to {MAX_CONCURRENCY}, not {text!r}"
+            f"must be a whole number from 1 to {MAX_CONCURRENCY}, not {text!r} "
+            "(from --concurrency or $BROKEFORGE_WORKER_CONCURRENCY)"
         )
     return value
 
