@@ -242,8 +242,12 @@ def web(args: argparse.Namespace) -> int:
     import django
     import uvicorn
 
+    unpooled = _pool_connections()
     django.setup()
     from brokeforge.lifecycle.reaper import start_reaper_thread
+
+    if unpooled:
+        logger.warning(unpooled, extra={"action": "web_pool_missing"})
 
     # The web process reaps too: the promise holds while only it runs.
     start_reaper_thread()
@@ -258,6 +262,37 @@ def web(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=2,
     )
     return 0
+
+
+#: The web process's PostgreSQL connections (psycopg_pool's options).
+WEB_POOL = {"min_size": 2, "max_size": 20, "timeout": 10}
+
+
+def _pool_connections() -> str | None:
+    """On PostgreSQL, let the web process take connections from a pool.
+
+    Under ASGI each request runs in a thread of its own, so a connection
+    kept by a thread (CONN_MAX_AGE) is never used again, and every request
+    would pay for a new PostgreSQL backend. Workers keep theirs: their
+    database threads live as long as they do. Must run before
+    `django.setup()`; returns a warning for the log, which is not set up
+    yet.
+    """
+    import importlib.util
+
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        return None
+    if importlib.util.find_spec("psycopg_pool") is None:
+        return (
+            "psycopg_pool is not installed: every web request opens a new "
+            "PostgreSQL connection (pip install 'brokeforge[postgres]')"
+        )
+    database["CONN_MAX_AGE"] = 0  # Django's pool keeps them instead
+    database.setdefault("OPTIONS", {})["pool"] = dict(WEB_POOL)
+    return None
 
 
 def _raise_open_files_limit() -> None:
