@@ -220,6 +220,7 @@ def _act(
         # Only a removal deletes a record, and only after it ran: a record
         # gone a moment after its request means a removal just finished.
         raise ActionRefused(f"{operation.record_label} was removed meanwhile")
+    found.server = server  # the same row: spare the answer a query for it
     answer = serialize.record(found, operation)
     answer["generated_secret"] = serialize.generated_secret(found, action, params)
     return Status(202, answer)

@@ -14,7 +14,7 @@ import getpass
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
@@ -35,6 +35,9 @@ from brokeforge.lifecycle.models import (
     OperationState,
     RecordStatus,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User as DjangoUser
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +222,11 @@ def _create_operation(
                 action=action,
                 params=dict(params),
                 attempt=attempt,
-                requested_by_id=user.pk if user and user.is_authenticated else None,
+                # The person's object, so answering the request needs no query.
+                requested_by=cast(
+                    "DjangoUser | None",
+                    user if user and user.is_authenticated else None,
+                ),
                 timeout_seconds=timeout_seconds,
                 uses_package_manager=uses_package_manager,
             )
@@ -341,25 +348,27 @@ def claim(operation_id: int, worker_id: str) -> Operation | None:
                 extra={"action": "claim_deferred", "operation_id": operation.pk},
             )
             return None
+        running = {
+            "state": OperationState.RUNNING,
+            "worker_id": worker_id,
+            "started_at": now,
+            "heartbeat_at": now,
+            "deadline": now
+            + timedelta(seconds=operation.timeout_seconds + DEADLINE_GRACE_SECONDS),
+        }
         claimed = Operation.objects.filter(
             pk=operation.pk, state=OperationState.QUEUED
-        ).update(
-            state=OperationState.RUNNING,
-            worker_id=worker_id,
-            started_at=now,
-            heartbeat_at=now,
-            deadline=now
-            + timedelta(seconds=operation.timeout_seconds + DEADLINE_GRACE_SECONDS),
-        )
+        ).update(**running)
         if not claimed:
             return None
+        for field, value in running.items():
+            setattr(operation, field, value)
         action = Action(operation.action)
         type(record)._default_manager.filter(
             pk=record.pk, status=REQUESTED_STATUS[action]
         ).update(status=RUNNING_STATUS[action], status_changed_at=now)
         record.status = RUNNING_STATUS[action]
         _append_event(record, record.status, operation)
-    operation.refresh_from_db()
     logger.info(
         "operation %s started on worker %s",
         operation.pk,

@@ -22,7 +22,9 @@ LOCK_WAIT_MARKERS = (
 def waiting_reason(operation: Operation) -> str | None:
     """Why `operation` is not done yet, or None when it is simply working."""
     if operation.state == OperationState.QUEUED:
-        ahead = machine.blocker(operation)
+        # A dispatched operation (ready_at set) had nothing ahead of it then,
+        # and nothing can queue ahead later: only older operations block.
+        ahead = machine.blocker(operation) if operation.ready_at is None else None
         if ahead is not None:
             return f"queued behind {ahead.describe()}, which is {ahead.state}"
         if not workers.live().exists():

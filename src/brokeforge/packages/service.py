@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from brokeforge.accounts import audit
 from brokeforge.accounts.actor import Actor
@@ -65,7 +65,21 @@ def request_action(
     word = ACTION_WORDS.get(action)
     audit_action = f"record.{word.value if word else action}"[:32]
     try:
-        operation = _request_action(server, kind_name, action, user, params, record_id)
+        # The audit entry commits with the request: one commit, one wait for
+        # the database's write lock, and never one without the other.
+        with transaction.atomic():
+            operation = _request_action(
+                server, kind_name, action, user, params, record_id
+            )
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(operation.params.items()))
+            audit.record(
+                actor,
+                audit_action,
+                server=server,
+                target=operation.record_label,
+                operation=operation,
+                detail=detail,
+            )
     except ActionRefused as exc:
         target = f"{kind_name} on {server.name}"
         if record_id is not None:
@@ -79,15 +93,6 @@ def request_action(
             detail=str(exc),
         )
         raise
-    detail = ", ".join(f"{k}={v}" for k, v in sorted(operation.params.items()))
-    audit.record(
-        actor,
-        audit_action,
-        server=server,
-        target=operation.record_label,
-        operation=operation,
-        detail=detail,
-    )
     return operation
 
 
@@ -182,7 +187,10 @@ def _request(
     with transaction.atomic():
         # One request per server at a time: on PostgreSQL this row lock makes
         # the checks below (conflicts, dependencies, duplicates) race-free.
-        Server.objects.select_for_update().filter(pk=server.pk).first()
+        # SQLite has no row locks; its transactions take the whole database's
+        # write lock at BEGIN (settings: IMMEDIATE), which serialises them.
+        if connection.features.has_select_for_update:
+            Server.objects.select_for_update().filter(pk=server.pk).first()
         if act == Action.INSTALL and (kind.many or not kind.records(server).exists()):
             return _create(server, kind, user, params)
         record = find_record(server, kind, record_id)
