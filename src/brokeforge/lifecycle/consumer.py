@@ -49,6 +49,10 @@ class Consumer:
         self.concurrency = concurrency
         self.wake = threading.Event()
         self.running: set[Future[None]] = set()
+        #: Ids of tasks that ran to their end, not yet marked so in the
+        #: queue: the loop marks them all in its next transaction.
+        self._finished: list[Any] = []
+        self._finished_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="bf-op"
         )
@@ -64,43 +68,61 @@ class Consumer:
             self.wake.clear()
             self.running = {f for f in self.running if not f.done()}
             free = self.concurrency - len(self.running)
-            if free > 0 and not runner.DRAIN.is_set():
-                for task in self._claim(free):
-                    future = self._pool.submit(self._run, task)
-                    future.add_done_callback(lambda _: self.wake.set())
-                    self.running.add(future)
+            if runner.DRAIN.is_set():
+                free = 0
+            for task in self._claim(free):
+                future = self._pool.submit(self._run, task)
+                future.add_done_callback(lambda _: self.wake.set())
+                self.running.add(future)
             self.wake.wait(self.poll_seconds)
         return self._stop()
 
     def _claim(self, count: int) -> list[Any]:
+        """Claim up to `count` ready tasks, and mark the finished ones.
+
+        Both in one transaction: with many operations at once, a write of
+        its own for every finished task would queue on the database's write
+        lock (SQLite has one for the whole database).
+        """
         from django_tasks_db.models import DBTaskResult
         from django_tasks_db.utils import (
             exclusive_transaction,
             is_locked_database_exception,
         )
 
+        with self._finished_lock:
+            finished, self._finished = self._finished, []
         ready = DBTaskResult.objects.ready().filter(
             backend_name="default", queue_name="default"
         )
         on_postgres = postgres()
+        tasks: list[Any] = []
         try:
             # A plain read first: on SQLite the claim below locks the whole
             # database, which an idle poll must not do ten times a second.
-            if not on_postgres and not ready.exists():
+            if count and not on_postgres and not ready.exists():
+                count = 0
+            if not count and not finished:
                 return []
             with exclusive_transaction(ready.db):
                 if on_postgres:
-                    # The task row is bookkeeping: the operation's own claim,
-                    # a compare-and-set committed durably, decides who runs
-                    # it. A task claim lost in a crash only lets another
-                    # worker try, and fail, that claim; so this commit need
-                    # not wait for the disk.
+                    # The task rows are bookkeeping: the operation's own
+                    # claim, a compare-and-set committed durably, decides who
+                    # runs it. A task claim lost in a crash only lets another
+                    # worker try, and fail, that claim; a lost "finished"
+                    # leaves a row the reaper ignores, its operation ended.
+                    # So this commit need not wait for the disk.
                     with connections["default"].cursor() as cursor:
                         cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                tasks = list(ready.select_for_update(skip_locked=True)[:count])
+                if finished:
+                    _mark_successful(finished)
+                if count:
+                    tasks = list(ready.select_for_update(skip_locked=True)[:count])
                 for task in tasks:
                     task.claim(self.worker_id[:64])
         except DatabaseError as exc:
+            with self._finished_lock:
+                self._finished.extend(finished)  # marked by a later pass
             if isinstance(exc, OperationalError) and is_locked_database_exception(exc):
                 return []  # busy now; the next look takes them
             logger.warning(
@@ -120,8 +142,9 @@ class Consumer:
         assert database is not None, "the worker starts its loop first"
         try:
             result = task.task_result
-            value = task.task.call(*result.args, **result.kwargs)
-            database.submit(runner.durably, task.set_successful, value).result()
+            task.task.call(*result.args, **result.kwargs)
+            with self._finished_lock:
+                self._finished.append(task.id)
         except Exception as exc:
             # The operation's own outcome is already written by the runner;
             # this is the queue's bookkeeping of an unexpected crash.
@@ -166,7 +189,24 @@ class Consumer:
             self.running = {f for f in self.running if not f.done()}
             if not self.running:
                 self._pool.shutdown(wait=True)
+                self._claim(0)  # marks the finished tasks
                 return True
             self.wake.wait(0.2)
             self.wake.clear()
         return False
+
+
+def _mark_successful(task_ids: list[Any]) -> None:
+    """Mark tasks that ran to their end as django-tasks' `set_successful` does
+    (an operation's task returns nothing: its outcome is the operation's)."""
+    from django.utils import timezone
+    from django_tasks.base import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    DBTaskResult.objects.filter(id__in=task_ids).update(
+        status=TaskResultStatus.SUCCESSFUL,
+        finished_at=timezone.now(),
+        return_value=None,
+        exception_class_path="",
+        traceback="",
+    )

@@ -25,7 +25,13 @@ from functools import cache
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from django.utils import timezone
 from django_tasks import task
 
@@ -129,6 +135,8 @@ class OperationRunner:
         #: Characters dropped from the head to keep the stored output bounded.
         self.dropped = 0
         self._last_flush = 0.0
+        #: The flush of output that came since the last one, when one is due.
+        self._flush_due: asyncio.Task[None] | None = None
         self.operation: Operation | None = None
         #: Monotonic time past which the operation is overdue.
         self.deadline = float("inf")
@@ -263,17 +271,24 @@ class OperationRunner:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        # The result matters more than the output: a failed flush must not
-        # keep the operation from ending.
+        def flush_and_finish() -> bool:
+            # One transaction: a write lock waited for once, not twice.
+            with transaction.atomic():
+                self._flush()
+                return finish(operation, *args, worker_id=self.worker, **kwargs)
+
         try:
-            durably(self._flush)
+            ended = durably(flush_and_finish)
         except DatabaseError:
+            # The result matters more than the output: output the database
+            # refuses must not keep the operation from ending.
             logger.exception(
                 "operation %s: output could not be saved",
                 operation.pk,
                 extra={"action": "output_flush_failed", "operation_id": operation.pk},
             )
-        if durably(finish, operation, *args, worker_id=self.worker, **kwargs) is None:
+            ended = durably(finish, operation, *args, worker_id=self.worker, **kwargs)
+        if ended is None:
             # The database stayed away: keep the result for a later pass.
             if finish is machine.succeed:
                 state, message, reason = OperationState.SUCCEEDED, "", ""
@@ -449,6 +464,9 @@ class OperationRunner:
                 await self._in_db(lambda: kind.after_verify(operation, verify.output))
         finally:
             heartbeat.cancel()
+            if self._flush_due is not None:
+                # The end writes the output; a flush under way is waited for.
+                self._flush_due.cancel()
 
     async def _in_db(self, work: Callable[[], T]) -> T:
         future = self._db.submit(work)
@@ -457,9 +475,17 @@ class OperationRunner:
         return await asyncio.wrap_future(future)
 
     async def _on_output(self, text: str) -> None:
+        """Keep the output; it is written at most once a `FLUSH_INTERVAL`,
+        and at the latest that long after it came."""
         self._log(text)
-        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
-            await self._in_db(self._flush_quietly)
+        if self._flush_due is None or self._flush_due.done():
+            wait = FLUSH_INTERVAL - (time.monotonic() - self._last_flush)
+            self._flush_due = asyncio.create_task(self._flush_after(wait))
+
+    async def _flush_after(self, wait: float) -> None:
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._in_db(self._flush_quietly)
 
     async def _heartbeat_loop(self) -> None:
         while True:
