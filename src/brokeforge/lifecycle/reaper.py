@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -102,17 +103,22 @@ def _reap_cancelled(now: datetime) -> int:
 def _reap_queued(now: datetime) -> int:
     """Re-dispatch queued operations whose task was lost; fail the forgotten."""
     from django_tasks.base import TaskResultStatus
-    from django_tasks.exceptions import TaskResultDoesNotExist
-
-    from brokeforge.lifecycle.runner import run_operation
+    from django_tasks_db.models import DBTaskResult
 
     lease = timedelta(seconds=lease_seconds())
     give_up = now - timedelta(seconds=queue_timeout_seconds())
+    queued = list(Operation.objects.filter(state=OperationState.QUEUED).order_by("pk"))
+    # The task rows in one read: a burst of queued operations must not cost
+    # a query each, every pass, in every process.
+    tasks = {
+        str(task["id"]): task
+        for task in DBTaskResult.objects.filter(
+            id__in=[_uuid(op.task_id) for op in queued if op.ready_at]
+        ).values("id", "status", "started_at")
+    }
     ended = 0
-    for operation in Operation.objects.filter(state=OperationState.QUEUED).order_by(
-        "pk"
-    ):
-        if machine.blocker(operation) is not None:
+    for operation in queued:
+        if operation.ready_at is None and machine.blocker(operation) is not None:
             continue  # it waits its turn; ending the one ahead dispatches it
         if operation.ready_at is not None and operation.ready_at < give_up:
             alive = workers.live(now).count()
@@ -128,23 +134,17 @@ def _reap_queued(now: datetime) -> int:
             if machine.fail(operation, reason, "not_dispatched"):
                 ended += 1
             continue
-        lost = operation.ready_at is None
-        if not lost:
-            try:
-                result = run_operation.get_result(operation.task_id)
-            except (TaskResultDoesNotExist, ValueError):
-                lost = True
-            else:
-                started = result.started_at
-                lost = result.status in (
-                    TaskResultStatus.SUCCESSFUL,
-                    TaskResultStatus.FAILED,
-                ) or (
-                    # taken by a worker that died before claiming it
-                    result.status == TaskResultStatus.RUNNING
-                    and started is not None
-                    and started < now - lease
-                )
+        task = tasks.get(operation.task_id) if operation.ready_at else None
+        lost = (
+            task is None
+            or task["status"] in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+            or (
+                # taken by a worker that died before claiming it
+                task["status"] == TaskResultStatus.RUNNING
+                and task["started_at"] is not None
+                and task["started_at"] < now - lease
+            )
+        )
         if lost:
             machine.dispatch(operation)
             logger.warning(
@@ -156,6 +156,14 @@ def _reap_queued(now: datetime) -> int:
                 },
             )
     return ended
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    """A task id as stored; None (which matches no row) if it is not one."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def fail_worker_operations(worker: str, reason: str, reason_class: str) -> int:
