@@ -259,6 +259,38 @@ def test_an_operation_whose_task_was_deleted_is_dispatched_again(server: Server)
     assert operation.state == OperationState.QUEUED
 
 
+def test_an_operation_whose_task_ended_or_died_unclaimed_is_dispatched_again(
+    make_server: Callable[..., Server],
+) -> None:
+    """A task that ended without claiming its operation (a stopping worker
+    takes no new work), or was taken by a worker that died before the
+    claim, leaves the operation queued: the reaper dispatches it again. A
+    task that is simply waiting for a worker is left alone."""
+    from django_tasks.base import TaskResultStatus
+
+    ops = [
+        request_action(make_server(f"queue-{i}"), "redis", "install") for i in range(3)
+    ]
+    ended, died, waiting = ops
+    DBTaskResult.objects.filter(id=ended.task_id).update(
+        status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now()
+    )
+    long_ago = timezone.now() - timedelta(seconds=workers.lease_seconds() + 5)
+    DBTaskResult.objects.filter(id=died.task_id).update(
+        status=TaskResultStatus.RUNNING, started_at=long_ago
+    )
+
+    reap()
+
+    for operation in ops:
+        before = operation.task_id
+        operation.refresh_from_db()
+        assert operation.state == OperationState.QUEUED
+        task = DBTaskResult.objects.get(id=operation.task_id)
+        assert task.status == TaskResultStatus.READY
+        assert (operation.task_id != before) == (operation is not waiting)
+
+
 def test_an_operation_no_worker_takes_fails_saying_so(server: Server, settings):
     settings.BROKEFORGE_QUEUE_TIMEOUT = 60
     operation = request_action(server, "redis", "install")

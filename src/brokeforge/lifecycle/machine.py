@@ -322,9 +322,12 @@ def claim(operation_id: int, worker_id: str) -> Operation | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        operation = Operation.objects.filter(
-            pk=operation_id, state=OperationState.QUEUED
-        ).first()
+        # With its server: the runner connects to it next.
+        operation = (
+            Operation.objects.select_related("server")
+            .filter(pk=operation_id, state=OperationState.QUEUED)
+            .first()
+        )
         if operation is None:
             logger.info(
                 "operation %s not claimed: it is no longer queued",
@@ -579,9 +582,12 @@ def _end_orphan(operation: Operation, reason: str) -> None:
 def _record_of(operation: Operation) -> ManagedRecord | None:
     model = operation.record_type.model_class()
     assert model is not None and issubclass(model, ManagedRecord)
-    record: ManagedRecord | None = model._default_manager.filter(
-        pk=operation.record_id
-    ).first()
+    # With its server, which its label names.
+    record: ManagedRecord | None = (
+        model._default_manager.select_related("server")
+        .filter(pk=operation.record_id)
+        .first()
+    )
     return record
 
 

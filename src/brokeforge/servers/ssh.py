@@ -53,16 +53,18 @@ STDERR_TAIL_LINES = 12
 # writes. It reads EOF only when the channel closes; if the script still
 # runs then, its connection was lost (the worker was killed, the network
 # dropped), so the watcher ends the script's process group instead of
-# leaving it orphaned. The script itself reads /dev/null: nothing can wait
-# for input.
+# leaving it orphaned. The watcher runs in a session of its own, outside
+# that group: a kill of the group then reaches only the script, and the
+# group is gone as soon as the script is. The script itself reads
+# /dev/null: nothing can wait for input.
 PRELUDE = f"""\
 read -r _ _ _ _ __bf_pgid _ < /proc/$$/stat && printf '{PGID_MARKER}%s\\n' \
 "$__bf_pgid" >&2
 exec 3<&0 </dev/null
-( trap '' TERM HUP INT; cat <&3 >/dev/null 2>&1 || true
-  if kill -0 $$ 2>/dev/null; then
-    kill -TERM -- "-$__bf_pgid"; sleep 2; kill -KILL -- "-$__bf_pgid"
-  fi ) >/dev/null 2>&1 &
+setsid bash -c 'trap "" TERM HUP INT; cat >/dev/null 2>&1 || true
+  if kill -0 "$1" 2>/dev/null; then
+    kill -TERM -- "-$2"; sleep 2; kill -KILL -- "-$2"
+  fi' _ $$ "$__bf_pgid" <&3 >/dev/null 2>&1 &
 exec 3<&-
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
@@ -766,8 +768,8 @@ class SSHSession:
         # end at once, and their operation ends as soon as they have.
         kill = (
             f"kill -TERM -- -{pgid} 2>/dev/null; "
-            "for _ in 1 2 3 4 5 6 7 8 9 10; do "
-            f"kill -0 -- -{pgid} 2>/dev/null || exit 0; sleep 0.1; done; "
+            f"for _ in {' '.join(['0'] * 50)}; do "
+            f"kill -0 -- -{pgid} 2>/dev/null || exit 0; sleep 0.02; done; "
             f"kill -KILL -- -{pgid}"
         )
         try:
