@@ -116,11 +116,18 @@ class Installation:
 
     # -- serve -----------------------------------------------------------------------
 
-    def serve(self, workers: int, concurrency: int | None = None) -> None:
+    def serve(
+        self,
+        workers: int,
+        concurrency: int | None = None,
+        web_processes: int | None = None,
+    ) -> None:
         """Start `brokeforge serve` and wait for the API and every worker."""
         args = ["serve", "--port", str(self.port), "--workers", str(workers)]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]
+        if web_processes is not None:
+            args += ["--web-processes", str(web_processes)]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "brokeforge", *args],

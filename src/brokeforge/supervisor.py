@@ -59,11 +59,16 @@ class Supervisor:
         *,
         with_web: bool = True,
         concurrency: int = 1,
+        web_processes: int = 1,
     ) -> None:
         self.host, self.port, self.worker_count = host, port, workers
         self.concurrency = concurrency
         self.with_web = with_web
-        self.web: subprocess.Popen[bytes] | None = None
+        #: The web processes, which share one listening socket opened here:
+        #: the kernel hands each connection to one of them, and a web
+        #: process restarting loses none (they wait in the backlog).
+        self.webs: list[subprocess.Popen[bytes] | None] = [None] * web_processes
+        self.listener: socket.socket | None = None
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
         self.worker_ids: list[str] = [""] * workers
         self.stopping = False
@@ -74,7 +79,11 @@ class Supervisor:
         self._last_collect = time.monotonic()
 
     def _spawn(
-        self, *args: str, env: dict[str, str] | None = None, quiet: bool = False
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        quiet: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
         # A session of its own: Ctrl-C reaches only this supervisor, which
         # then stops the children in order.
@@ -83,11 +92,20 @@ class Supervisor:
             env=env,
             stdout=subprocess.DEVNULL if quiet else None,
             start_new_session=True,
+            pass_fds=pass_fds,
             preexec_fn=_die_with_parent,  # the supervisor runs no threads
         )
 
-    def start_web(self) -> None:
-        self.web = self._spawn("web", "--host", self.host, "--port", str(self.port))
+    def listen(self) -> None:
+        """Open the web processes' listening socket (raises OSError)."""
+        self.listener = listening_socket(self.host, self.port)
+
+    def start_web(self, slot: int) -> None:
+        if self.listener is None:
+            self.listen()
+        assert self.listener is not None
+        fd = self.listener.fileno()
+        self.webs[slot] = self._spawn("web", "--fd", str(fd), pass_fds=(fd,))
 
     def start_worker(self, slot: int) -> None:
         # Every start gets a fresh id: a new process never vouches for the
@@ -107,13 +125,15 @@ class Supervisor:
 
     def step(self) -> None:
         """Restart every child that has exited; one pass of the loop."""
-        if self.web is not None and self.web.poll() is not None:
-            logger.error(
-                "web process exited (%s); restarting it",
-                describe_exit(self.web.returncode),
-                extra={"action": "web_exited"},
-            )
-            self.start_web()
+        for slot, web in enumerate(self.webs):
+            if web is not None and web.poll() is not None:
+                logger.error(
+                    "web process %s exited (%s); restarting it",
+                    web.pid,
+                    describe_exit(web.returncode),
+                    extra={"action": "web_exited", "pid": web.pid},
+                )
+                self.start_web(slot)
         for slot, child in enumerate(self.workers):
             if child is not None and child.poll() is not None:
                 how = describe_exit(child.returncode)
@@ -169,7 +189,7 @@ class Supervisor:
 
     def stop(self) -> None:
         children = [
-            c for c in [self.web, *self.workers, self.collector] if c is not None
+            c for c in [*self.webs, *self.workers, self.collector] if c is not None
         ]
         for child in children:
             if child.poll() is None:
@@ -190,6 +210,8 @@ class Supervisor:
                     "part-way: Retry checks it again",
                     "worker_shutdown",
                 )
+        if self.listener is not None:
+            self.listener.close()
 
     def run(self) -> int:
         def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -198,10 +220,16 @@ class Supervisor:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         if self.with_web:
-            self.start_web()
+            for slot in range(len(self.webs)):
+                self.start_web(slot)
         for slot in range(self.worker_count):
             self.start_worker(slot)
-        where = f"on http://{self.host}:{self.port}/ " if self.with_web else "(no web) "
+        where = "(no web) "
+        if self.with_web:
+            processes = len(self.webs)
+            where = f"on http://{self.host}:{self.port}/ " + (
+                f"({processes} web processes) " if processes > 1 else ""
+            )
         print(
             f"BrokeForge is running {where}with {self.worker_count} worker(s) "
             f"of {self.concurrency} operation(s) at once; Ctrl-C stops it",
@@ -215,27 +243,37 @@ class Supervisor:
         return 0
 
 
-def _port_in_use(host: str, port: int) -> str | None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"{host}:{port} is already in use (another BrokeForge?)"
-            return f"cannot listen on {host}:{port}: {exc.strerror}"
-    return None
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on host:port, for the web processes to share."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(args: argparse.Namespace) -> int:
-    problem = _port_in_use(args.host, args.port)
-    if problem:
+    supervisor = Supervisor(
+        args.host,
+        args.port,
+        args.workers,
+        concurrency=args.concurrency,
+        web_processes=args.web_processes,
+    )
+    try:
+        supervisor.listen()
+    except OSError as exc:
+        problem = f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"{args.host}:{args.port} is already in use (another BrokeForge?)"
         print(f"error: {problem}; choose another with --port", file=sys.stderr)
         return 1
     _setup()
-    return Supervisor(
-        args.host, args.port, args.workers, concurrency=args.concurrency
-    ).run()
+    return supervisor.run()
 
 
 def web(args: argparse.Namespace) -> int:
@@ -251,7 +289,7 @@ def web(args: argparse.Namespace) -> int:
 
     # The web process reaps too: the promise holds while only it runs.
     start_reaper_thread()
-    uvicorn.run(
+    config = uvicorn.Config(
         "brokeforge.asgi:application",
         host=args.host,
         port=args.port,
@@ -261,6 +299,12 @@ def web(args: argparse.Namespace) -> int:
         # this long, then cut them (browsers reconnect and resume).
         timeout_graceful_shutdown=2,
     )
+    server = uvicorn.Server(config)
+    if args.fd is None:
+        server.run()
+    else:
+        # The socket `serve` listens on, shared with its other web processes.
+        server.run(sockets=[socket.socket(fileno=args.fd)])
     return 0
 
 

@@ -73,11 +73,22 @@ def _add_processes(verbs: Verbs) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=_positive_int, default=2)
     _add_concurrency(serve)
+    serve.add_argument(
+        "--web-processes",
+        type=_web_processes,
+        default=os.environ.get("BROKEFORGE_WEB_PROCESSES", "1"),
+        metavar="N",
+        help="web processes sharing the port (default 1, or "
+        "$BROKEFORGE_WEB_PROCESSES); more answer more requests at once on a "
+        "machine with more CPUs",
+    )
     serve.set_defaults(handler=_lazy("brokeforge.supervisor", "serve"))
 
     web = verbs.add_parser("web", help="run the web app alone (no workers)")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=8000)
+    # A listening socket inherited from `serve` (instead of --host/--port).
+    web.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     web.set_defaults(handler=_lazy("brokeforge.supervisor", "web"))
 
     worker = verbs.add_parser(
@@ -106,6 +117,23 @@ def _add_concurrency(verb: argparse.ArgumentParser) -> None:
         f"$BROKEFORGE_WORKER_CONCURRENCY or {DEFAULT_CONCURRENCY}); those that "
         "use one server's package manager still run one at a time",
     )
+
+
+#: The most web processes `serve` starts.
+MAX_WEB_PROCESSES = 32
+
+
+def _web_processes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WEB_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_WEB_PROCESSES}, not {text!r} "
+            "(from --web-processes or $BROKEFORGE_WEB_PROCESSES)"
+        )
+    return value
 
 
 def _concurrency(text: str) -> int:
