@@ -67,6 +67,31 @@ def test_one_worker_process_runs_operations_on_several_servers_at_once(
     assert max(starts) < min(ends), log
 
 
+def test_running_operations_show_their_output_before_they_end(
+    transactional_db: None, tmp_path: Path, servers: list[Server]
+):
+    """A worker writes its operations' output together; each one's output
+    still shows while it runs, before any heartbeat (every 5 s here) would
+    have written it."""
+    fleet = Fleet(tmp_path, BROKEFORGE_LEASE_SECONDS="60")
+    try:
+        fleet.worker("--concurrency", "3")
+        operations = [probe(s, 4.5, tag=f"live{n}") for n, s in enumerate(servers)]
+
+        def shown_while_running(operation: Operation) -> bool:
+            operation.refresh_from_db()
+            assert operation.state != OperationState.SUCCEEDED, "it ended first"
+            return f"probe {operation.params['tag']} running" in operation.output
+
+        for operation in operations:
+            wait_for(lambda op=operation: shown_while_running(op), 30, "its output")
+        for operation in operations:
+            wait_terminal(operation, timeout=90)
+    finally:
+        fleet.stop()
+    assert {o.state for o in operations} == {OperationState.SUCCEEDED}
+
+
 def test_killing_a_worker_fails_every_operation_it_ran(
     fleet: Fleet, host: DebianTestHost, servers: list[Server]
 ):

@@ -24,12 +24,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections, transaction
 
-from brokeforge.lifecycle import loop, runner
+from brokeforge.lifecycle import loop, machine, runner
 from brokeforge.lifecycle.machine import DISPATCH_CHANNEL
+from brokeforge.lifecycle.models import Operation
 
 logger = logging.getLogger(__name__)
+
+#: The task that runs an operation (the only kind BrokeForge enqueues).
+OPERATION_TASK = runner.run_operation.module_path
+
+#: Most operations claimed in one transaction. Small batches keep the
+#: database's write lock free for the web app's requests in between, and
+#: the first operations of a burst start while the rest are claimed.
+CLAIM_BATCH = 16
 
 SQLITE_POLL_SECONDS = 0.1
 #: On PostgreSQL a notification wakes the loop; this slower look is for a
@@ -70,19 +79,23 @@ class Consumer:
             free = self.concurrency - len(self.running)
             if runner.DRAIN.is_set():
                 free = 0
-            for task in self._claim(free):
-                future = self._pool.submit(self._run, task)
+            claimed = self._claim(min(free, CLAIM_BATCH))
+            for task, operation in claimed:
+                future = self._pool.submit(self._run, task, operation)
                 future.add_done_callback(lambda _: self.wake.set())
                 self.running.add(future)
-            self.wake.wait(self.poll_seconds)
+            if len(claimed) < CLAIM_BATCH:
+                self.wake.wait(self.poll_seconds)
         return self._stop()
 
-    def _claim(self, count: int) -> list[Any]:
-        """Claim up to `count` ready tasks, and mark the finished ones.
+    def _claim(self, count: int) -> list[tuple[Any, Operation | None]]:
+        """Claim up to `count` ready tasks and their operations, and mark the
+        finished tasks; each task with its operation, None if the operation
+        was not claimable (see `machine.claim`).
 
-        Both in one transaction: with many operations at once, a write of
-        its own for every finished task would queue on the database's write
-        lock (SQLite has one for the whole database).
+        All in one transaction: with many operations at once, a write of its
+        own for every claim and every finished task would queue on the
+        database's write lock (SQLite has one for the whole database).
         """
         from django_tasks_db.models import DBTaskResult
         from django_tasks_db.utils import (
@@ -96,7 +109,7 @@ class Consumer:
             backend_name="default", queue_name="default"
         )
         on_postgres = postgres()
-        tasks: list[Any] = []
+        claimed: list[tuple[Any, Operation | None]] = []
         try:
             # A plain read first: on SQLite the claim below locks the whole
             # database, which an idle poll must not do ten times a second.
@@ -105,21 +118,19 @@ class Consumer:
             if not count and not finished:
                 return []
             with exclusive_transaction(ready.db):
-                if on_postgres:
-                    # The task rows are bookkeeping: the operation's own
-                    # claim, a compare-and-set committed durably, decides who
-                    # runs it. A task claim lost in a crash only lets another
-                    # worker try, and fail, that claim; a lost "finished"
-                    # leaves a row the reaper ignores, its operation ended.
-                    # So this commit need not wait for the disk.
+                if on_postgres and not count:
+                    # Marking finished tasks is bookkeeping: a mark lost in a
+                    # crash leaves a row the reaper ignores, its operation
+                    # ended, so this commit need not wait for the disk. A
+                    # claim must: it decides who runs the operation.
                     with connections["default"].cursor() as cursor:
                         cursor.execute("SET LOCAL synchronous_commit TO OFF")
                 if finished:
                     _mark_successful(finished)
-                if count:
-                    tasks = list(ready.select_for_update(skip_locked=True)[:count])
+                tasks = list(ready.select_for_update(skip_locked=True)[:count])
                 for task in tasks:
                     task.claim(self.worker_id[:64])
+                    claimed.append((task, self._claim_operation(task)))
         except DatabaseError as exc:
             with self._finished_lock:
                 self._finished.extend(finished)  # marked by a later pass
@@ -134,15 +145,39 @@ class Consumer:
             connections.close_all()
             time.sleep(1.0)
             return []
-        return tasks
+        return claimed
 
-    def _run(self, task: Any) -> None:
+    def _claim_operation(self, task: Any) -> Operation | None:
+        """Claim a task's operation, inside the caller's transaction; None
+        when it is not claimable, or for another kind of task."""
+        if task.task_path != OPERATION_TASK:
+            return None
+        operation_id = task.task_result.args[0]
+        try:
+            with transaction.atomic():
+                return machine.claim(operation_id, self.worker_id)
+        except DatabaseError:
+            raise  # the whole batch is tried again
+        except Exception:
+            # Left queued; its task looks taken, so the reaper dispatches it
+            # again once the lease has passed.
+            logger.exception(
+                "operation %s could not be claimed",
+                operation_id,
+                extra={"action": "claim_failed", "operation_id": operation_id},
+            )
+            return None
+
+    def _run(self, task: Any, operation: Operation | None) -> None:
         """Run one claimed task and record its end in the queue."""
         database = loop.db_executor()
         assert database is not None, "the worker starts its loop first"
         try:
-            result = task.task_result
-            task.task.call(*result.args, **result.kwargs)
+            if operation is not None:
+                runner.OperationRunner(operation.pk, self.worker_id).run(operation)
+            elif task.task_path != OPERATION_TASK:
+                result = task.task_result
+                task.task.call(*result.args, **result.kwargs)
             with self._finished_lock:
                 self._finished.append(task.id)
         except Exception as exc:

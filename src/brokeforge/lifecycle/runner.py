@@ -159,17 +159,31 @@ class OperationRunner:
         #: watchdog.
         self._pending: set[Future[Any]] = set()
 
-    def run(self) -> None:
-        if SHUTDOWN.is_set():
-            return  # a stopping worker takes no new work; the reaper re-dispatches
-        shared_loop = loop.running()
-        if shared_loop is not None:
-            # Open the server's connection while the claim commits: the
-            # session then finds it in the pool.
-            asyncio.run_coroutine_threadsafe(self._warm_up(), shared_loop)
-        operation = self._in_db_now(
-            durably, machine.claim, self.operation_id, self.worker
-        )
+    def run(self, claimed: Operation | None = None) -> None:
+        """Claim the operation and run it; or run `claimed`, which this
+        worker claimed already (the consumer claims a batch at once)."""
+        if claimed is not None:
+            operation: Operation | None = claimed
+            if SHUTDOWN.is_set():
+                self._end(
+                    machine.fail,
+                    claimed,
+                    "interrupted by a worker shutdown before it began; nothing "
+                    "was changed on the server: Retry runs it",
+                    "worker_shutdown",
+                )
+                return
+        else:
+            if SHUTDOWN.is_set():
+                return  # a stopping worker takes no new work; the reaper re-dispatches
+            shared_loop = loop.running()
+            if shared_loop is not None:
+                # Open the server's connection while the claim commits: the
+                # session then finds it in the pool.
+                asyncio.run_coroutine_threadsafe(self._warm_up(), shared_loop)
+            operation = self._in_db_now(
+                durably, machine.claim, self.operation_id, self.worker
+            )
         if operation is None:
             return
         self.operation = operation
@@ -213,6 +227,7 @@ class OperationRunner:
             self._log("\n== succeeded\n")
             self._end(machine.succeed, operation)
         finally:
+            _batch.discard(self)  # its end wrote the output
             # Work stuck in a database thread keeps this operation listed,
             # where the watchdog sees it.
             wait_futures(list(self._pending))
@@ -476,8 +491,11 @@ class OperationRunner:
 
     async def _on_output(self, text: str) -> None:
         """Keep the output; it is written at most once a `FLUSH_INTERVAL`,
-        and at the latest that long after it came."""
+        and at the latest about that long after it came."""
         self._log(text)
+        if not self._own_db:
+            _batch.add(self)  # with the other operations of this worker
+            return
         if self._flush_due is None or self._flush_due.done():
             wait = FLUSH_INTERVAL - (time.monotonic() - self._last_flush)
             self._flush_due = asyncio.create_task(self._flush_after(wait))
@@ -490,7 +508,10 @@ class OperationRunner:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(workers.heartbeat_interval())
-            await self._in_db(self._flush_quietly)
+            if self._own_db:
+                await self._in_db(self._flush_quietly)
+            else:
+                _batch.add(self)
 
     def _flush_quietly(self) -> None:
         """Flush while the remote work runs; a busy database must not end it."""
@@ -530,6 +551,75 @@ class OperationRunner:
             output_dropped=self.dropped,
             heartbeat_at=timezone.now(),
         )
+
+
+class _FlushBatch:
+    """The output and heartbeats of a worker's running operations, written
+    together: one transaction every `FLUSH_INTERVAL` for all of them, not
+    one per operation, so many operations at once do not queue on the
+    database's write lock. Its thread starts with the first operation."""
+
+    def __init__(self) -> None:
+        self._due: set[OperationRunner] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, runner: OperationRunner) -> None:
+        with self._lock:
+            self._due.add(runner)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="bf-flush", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, runner: OperationRunner) -> None:
+        with self._lock:
+            self._due.discard(runner)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            with self._lock:
+                due, self._due = self._due, set()
+            database = loop.db_executor()
+            if due and database is not None:
+                try:
+                    database.submit(self._write, due).result()
+                except DatabaseError as exc:
+                    logger.warning(
+                        "could not save the output of %s operation(s) yet: %s",
+                        len(due),
+                        exc,
+                        extra={"action": "output_flush_failed"},
+                    )
+                    connections.close_all()
+                    with self._lock:
+                        self._due |= due  # the next pass tries again
+
+    @staticmethod
+    def _write(due: set[OperationRunner]) -> None:
+        with transaction.atomic():
+            for runner in due:
+                try:
+                    with transaction.atomic():
+                        runner._flush()
+                except (OperationalError, InterfaceError):
+                    raise  # the database is away: the whole batch waits
+                except DatabaseError:
+                    # This operation's output only (text PostgreSQL refuses):
+                    # its end tries again, and ends it whatever happens.
+                    logger.exception(
+                        "operation %s: output could not be saved",
+                        runner.operation_id,
+                        extra={
+                            "action": "output_flush_failed",
+                            "operation_id": runner.operation_id,
+                        },
+                    )
+
+
+_batch = _FlushBatch()
 
 
 def _summarize(stderr_tail: str, output: str) -> str:
