@@ -47,6 +47,8 @@ class FleetResult:
     hosts: int
     workers: int
     concurrency: int | None
+    #: `serve --web-processes` (None: the default, one).
+    web_processes: int | None
     install_seconds: float
     via: str = "api"
     one_alone: float = 0.0
@@ -133,6 +135,7 @@ def measure(
     concurrency: int | None,
     install_seconds: float = INSTALL_SECONDS,
     via: str = "api",
+    web_processes: int | None = None,
     database_url: str | None = None,
     timeout: float = 600,
 ) -> FleetResult:
@@ -146,7 +149,9 @@ def measure(
     """
     from brokeforge.servers.keys import generate_key_pair
 
-    result = FleetResult(hosts, workers, concurrency, install_seconds, via=via)
+    result = FleetResult(
+        hosts, workers, concurrency, web_processes, install_seconds, via=via
+    )
     private_key, public_key = generate_key_pair()
     with (
         workdir("bench-fleet-") as path,
@@ -154,7 +159,7 @@ def measure(
         Installation(path, database_url) as bf,
     ):
         bf.create_account()
-        bf.serve(workers=workers, concurrency=concurrency)
+        bf.serve(workers=workers, concurrency=concurrency, web_processes=web_processes)
         ids = bf.add_servers(farm.hosts, private_key)
         solo, fleet = farm.hosts[0], farm.hosts[1:]
         params = {"params": {"seconds": install_seconds}}
@@ -250,16 +255,27 @@ def run(quick: bool) -> Section:
             "process ran one operation at a time."
         )
         concurrency = None
+    # Two web processes: the API's requests then use both CPUs.
+    web_processes = int(os.environ.get("BENCH_FLEET_WEB_PROCESSES", "2"))
     results = [
-        measure(hosts, workers=workers, concurrency=concurrency, via=via) for via in VIA
+        measure(
+            hosts,
+            workers=workers,
+            concurrency=concurrency,
+            via=via,
+            web_processes=web_processes,
+        )
+        for via in VIA
     ]
     return section(results, notes)
 
 
 def section(results: list[FleetResult], notes: list[str]) -> Section:
     first = results[0]
-    setup = f"--workers {first.workers}" + (
-        f" --concurrency {first.concurrency}" if first.concurrency else ""
+    setup = (
+        f"--workers {first.workers}"
+        + (f" --concurrency {first.concurrency}" if first.concurrency else "")
+        + (f" --web-processes {first.web_processes}" if first.web_processes else "")
     )
     rows = [["one install alone", "1", seconds(first.one_alone), "", "1 active"]]
     goals = []
