@@ -69,16 +69,26 @@ def _json_option() -> argparse.ArgumentParser:
 
 def _add_processes(verbs: Verbs) -> None:
     serve = verbs.add_parser("serve", help="run the web app and workers")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=_positive_int, default=2)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default 8000)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="worker processes, which run the operations (default 2)",
+    )
     _add_concurrency(serve)
     serve.add_argument(
         "--web-processes",
         type=_web_processes,
         default=os.environ.get("BROKEFORGE_WEB_PROCESSES", "1"),
         metavar="N",
-        help="web processes sharing the port (default 1, or "
+        help="web processes sharing the port, 1 to 32 (default 1, or "
         "$BROKEFORGE_WEB_PROCESSES); more answer more requests at once on a "
         "machine with more CPUs",
     )
