@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,19 @@ from brokeforge.cli import main
 from brokeforge.cli.parser import build_parser
 from brokeforge.supervisor import Supervisor, describe_exit
 from tests.faults.harness import wait_for
+
+
+def new_installation(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data directory of its own with an account (any one-shot command
+    migrates a new data directory's database)."""
+    monkeypatch.setenv("BROKEFORGE_HOME", str(home))
+    subprocess.run(
+        [sys.executable, "-m", "brokeforge", "createuser", "a", "--password-stdin"],
+        input="a long passphrase\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_it_describes_how_a_process_ended():
@@ -27,15 +41,7 @@ def test_it_describes_how_a_process_ended():
 @pytest.mark.timeout(60)
 @pytest.mark.django_db(transaction=True)
 def test_it_starts_a_new_worker_when_one_is_killed(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("BROKEFORGE_HOME", str(tmp_path))
-    # Any one-shot command migrates the new data directory's database.
-    subprocess.run(
-        [sys.executable, "-m", "brokeforge", "createuser", "a", "--password-stdin"],
-        input="a long passphrase\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    new_installation(tmp_path, monkeypatch)
     supervisor = Supervisor("127.0.0.1", 0, workers=1)
     supervisor.start_worker(0)
     first = supervisor.workers[0]
@@ -71,14 +77,7 @@ def _answers(url: str) -> int:
 def test_web_processes_share_the_port_and_a_killed_one_is_replaced(
     tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setenv("BROKEFORGE_HOME", str(tmp_path))
-    subprocess.run(
-        [sys.executable, "-m", "brokeforge", "createuser", "a", "--password-stdin"],
-        input="a long passphrase\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    new_installation(tmp_path, monkeypatch)
     supervisor = Supervisor("127.0.0.1", 0, workers=0, web_processes=2)
     supervisor.listen()
     assert supervisor.listener is not None

@@ -133,30 +133,29 @@ def _add_concurrency(verb: argparse.ArgumentParser) -> None:
 MAX_WEB_PROCESSES = 32
 
 
-def _web_processes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_WEB_PROCESSES:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number from 1 to {MAX_WEB_PROCESSES}, not {text!r} "
-            "(from --web-processes or $BROKEFORGE_WEB_PROCESSES)"
-        )
-    return value
+def _count(maximum: int, flag: str, variable: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `maximum`, given by `flag`
+    or by the environment `variable` (its default)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from 1 to {maximum}, not {text!r} "
+                f"(from {flag} or ${variable})"
+            )
+        return value
+
+    return parse
 
 
-def _concurrency(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_CONCURRENCY:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number from 1 to {MAX_CONCURRENCY}, not {text!r} "
-            "(from --concurrency or $BROKEFORGE_WORKER_CONCURRENCY)"
-        )
-    return value
+_web_processes = _count(
+    MAX_WEB_PROCESSES, "--web-processes", "BROKEFORGE_WEB_PROCESSES"
+)
+_concurrency = _count(MAX_CONCURRENCY, "--concurrency", "BROKEFORGE_WORKER_CONCURRENCY")
 
 
 def _add_accounts(verbs: Verbs) -> None:
