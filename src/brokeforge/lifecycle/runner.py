@@ -496,6 +496,11 @@ class OperationRunner:
         if not self._own_db:
             _batch.add(self)  # with the other operations of this worker
             return
+        # Outside a worker (an operation run in place, as tests and the local
+        # CLI's one-off runs do) there are no shared database threads for the
+        # batch, so the runner flushes by itself. Shortcoming: two ways to
+        # write output; it ends when `_FlushBatch` can write from its own
+        # thread's connection too and the runners here use it.
         if self._flush_due is None or self._flush_due.done():
             wait = FLUSH_INTERVAL - (time.monotonic() - self._last_flush)
             self._flush_due = asyncio.create_task(self._flush_after(wait))
