@@ -496,8 +496,8 @@ class OperationRunner:
         if not self._own_db:
             _batch.add(self)  # with the other operations of this worker
             return
-        # Outside a worker (an operation run in place, as tests and the local
-        # CLI's one-off runs do) there are no shared database threads for the
+        # Outside a worker (an operation run in place, as the tests do with
+        # `run_operation`) there are no shared database threads for the
         # batch, so the runner flushes by itself. Shortcoming: two ways to
         # write output; it ends when `_FlushBatch` can write from its own
         # thread's connection too and the runners here use it.
